@@ -1,0 +1,136 @@
+"""Typed view of params.yaml: the one place that reads it.
+
+Every section is a pydantic model that forbids unknown keys and checks types and ranges, so a
+typo such as ``bao.lamda`` fails at start with the key's dotted name instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(Section):
+    num_train: int = Field(ge=1)
+    num_val: int = Field(ge=1)
+    image_size: int = Field(ge=32)
+    num_classes: int = Field(ge=1)
+
+
+class DataConfig(Section):
+    dataset: Literal["synthetic", "voc", "coco", "folder"]
+    root: str
+    train_split: str
+    val_split: str
+    synthetic: SyntheticConfig
+
+
+class ModelConfig(Section):
+    backbone: str
+    pretrained: bool
+    checkpoint: str | None = None
+    output_stride: Literal[8, 16, 32]
+
+
+class LoaderConfig(Section):
+    """Batch and augmentation settings shared by every training stage."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    crop_size: int = Field(ge=16)
+    resize_long: tuple[int, int]
+    color_jitter: tuple[float, float, float, float]
+    num_workers: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check_resize(self) -> "LoaderConfig":
+        low, high = self.resize_long
+        if not 0 < low <= high:
+            raise ValueError(f"resize_long must be 0 < min <= max, got {list(self.resize_long)}")
+        return self
+
+
+class CamTrainConfig(LoaderConfig):
+    pass
+
+
+class BaoConfig(LoaderConfig):
+    eps: float = Field(ge=0, lt=1)
+    lambda_: float = Field(alias="lambda", ge=0)
+    fg_weight_first_epoch: float = Field(ge=0)
+    ema_start: float = Field(ge=0, le=1)
+    ema_end: float = Field(ge=0, le=1)
+    ema_period: int | None = Field(default=None, ge=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PseudoLabelConfig(Section):
+    scales: tuple[int, ...] = Field(min_length=1)
+    flip: bool
+    thresholds: tuple[float, ...] = Field(min_length=1)
+    num_workers: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PseudoLabelConfig":
+        if any(scale <= 0 for scale in self.scales):
+            raise ValueError(f"scales must all be > 0, got {list(self.scales)}")
+        if any(not 0 <= t < 1 for t in self.thresholds):
+            raise ValueError("thresholds must lie in [0, 1)")
+        return self
+
+
+class SegConfig(LoaderConfig):
+    backbone: str
+    pretrained: bool
+    output_stride: Literal[8, 16, 32]
+
+
+class EvaluateConfig(Section):
+    num_workers: int = Field(ge=0)
+
+
+class Params(Section):
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    data: DataConfig
+    model: ModelConfig
+    train_cam: CamTrainConfig
+    bao: BaoConfig
+    pseudo_label: PseudoLabelConfig
+    train_seg: SegConfig
+    evaluate: EvaluateConfig
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unparsable or has a bad value; the message names the key."""
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise ParamsError(f"{path}: file not found") from error
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        problems = [
+            f"  {'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+        ]
+        raise ParamsError(f"{path}: invalid params\n" + "\n".join(problems)) from None

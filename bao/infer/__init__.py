@@ -1,0 +1,1 @@
+"""Inference: multi-scale + flip maps, threshold-free pseudo-labels, the threshold baseline."""

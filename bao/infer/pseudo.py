@@ -1,0 +1,40 @@
+"""Per-pixel labels from merged maps: BAO's argmax with no threshold, and the CAM threshold baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+NORM_EPS = 1e-5
+
+
+def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """Each channel of (C, H, W) to [0, 1] over the image."""
+    flat = maps.flatten(1)
+    low, high = flat.amin(dim=1)[:, None, None], flat.amax(dim=1)[:, None, None]
+    return (maps - low) / (high - low + NORM_EPS)
+
+
+def bao_pseudo_label(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """(H, W) uint8 in 0..K: argmax over [background, present classes], each ReLU + min-max normalized."""
+    present = labels.bool().to(cams.device)
+    channels = torch.cat([background[None], cams * present[:, None, None]]).float()
+    scores = minmax_normalize(F.relu(channels))
+    scores[1:][~present] = -1.0  # an absent class never wins, even on an all-zero pixel
+    return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+def max_normalized_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The baseline's CAM normalization: ReLU, absent classes zeroed, each class / its max."""
+    cams = F.relu(cams.float()) * labels.bool().to(cams.device)[:, None, None]
+    return cams / (cams.flatten(1).amax(dim=1)[:, None, None] + NORM_EPS)
+
+
+def threshold_pseudo_labels(normalized_cams: torch.Tensor, thresholds: Sequence[float]) -> list[np.ndarray]:
+    """One (H, W) label map per t: background where every class score is <= t, else the best class."""
+    best, index = normalized_cams.max(dim=0)
+    best, label = best.cpu().numpy(), (index + 1).to(torch.uint8).cpu().numpy()
+    return [np.where(best > t, label, 0).astype(np.uint8) for t in thresholds]

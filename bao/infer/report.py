@@ -1,0 +1,45 @@
+"""Side-by-side numbers of BAO and the threshold baseline, for metrics files and plots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def baseline_at(sweep: dict, threshold: float) -> float:
+    """Baseline mIoU at the swept t nearest ``threshold``."""
+    curve = sweep["curve"]
+    nearest = min(curve, key=lambda point: abs(point["threshold"] - threshold))
+    return nearest["miou"]
+
+
+def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
+    """BAO's pseudo-label mIoU next to the baseline's best (an oracle: t picked with ground truth),
+    worst and middle t within [0.1, 0.9]."""
+    inner = [p for p in sweep["curve"] if 0.1 - 1e-9 <= p["threshold"] <= 0.9 + 1e-9] or sweep["curve"]
+    worst = min(inner, key=lambda point: point["miou"])
+    metrics = {
+        "baseline_best_t": sweep["best_threshold"],
+        "baseline_best_miou": sweep["best"]["miou"],
+        "baseline_best_is_oracle": True,
+        "baseline_worst_t": worst["threshold"],
+        "baseline_worst_miou": worst["miou"],
+        "baseline_mid_t": 0.5,
+        "baseline_mid_miou": baseline_at(sweep, 0.5),
+        "baseline_range_0.1_0.9": max(p["miou"] for p in inner) - worst["miou"],
+        "baseline_per_class_iou": sweep["best"]["per_class_iou"],
+    }
+    if bao is not None:
+        metrics = {
+            "pseudo_miou_bao": bao["miou"],
+            "pseudo_pixel_accuracy_bao": bao["pixel_accuracy"],
+            "bao_minus_best_baseline": bao["miou"] - sweep["best"]["miou"],
+            **metrics,
+            "bao_per_class_iou": bao["per_class_iou"],
+        }
+    return metrics
+
+
+def sweep_plot_rows(sweep: dict, bao: dict | None) -> list[dict]:
+    """One row per t: the baseline curve and BAO's (constant) value, for ``dvc plots``."""
+    bao_miou = bao["miou"] if bao is not None else np.nan
+    return [{"threshold": p["threshold"], "baseline_miou": p["miou"], "bao_miou": bao_miou} for p in sweep["curve"]]

@@ -1,0 +1,35 @@
+"""Stage 6 work: predict a split with the segmentation net, then score predictions against masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bao.data.datasets import ImageLabelDataset
+from bao.data.manifest import Manifest
+from bao.data.palette import save_mask
+from bao.data.transforms import eval_transform
+from bao.evaluate import evaluate_pairs
+from bao.infer.predict import predict_segmentation
+from bao.train.common import make_loader
+
+
+def predict_split(model: nn.Module, manifest: Manifest, split: str, out_dir: Path, device: torch.device, num_workers: int) -> None:
+    dataset = ImageLabelDataset(manifest, split, eval_transform())
+    model.eval()
+    for batch in tqdm(make_loader(dataset, 1, False, num_workers, seed=0), desc=f"predict {split}", dynamic_ncols=True):
+        index = int(batch["index"][0])
+        save_mask(out_dir / f"{dataset.image_id(index)}.png", predict_segmentation(model, batch["image"][0], device))
+
+
+def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: int | None = None) -> dict:
+    """mIoU of ``pred_dir/<id>.png`` against the split's ground-truth masks, keyed by class name."""
+    rows = manifest.split(split)
+    rows = rows[rows["mask_path"] != ""]
+    if rows.empty:
+        raise ValueError(f"split {split!r} has no ground-truth masks to evaluate against")
+    pairs = [(manifest.resolve(row.mask_path), Path(pred_dir) / f"{row.image_id}.png") for row in rows.itertuples()]
+    return evaluate_pairs(pairs, manifest.num_classes + 1, workers).compute(["background", *manifest.classes])

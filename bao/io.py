@@ -1,0 +1,75 @@
+"""Atomic outputs: a stage that dies half-way never leaves a file DVC would cache as valid."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _temp_sibling(path: Path, suffix: str = "") -> Path:
+    """A fresh name next to ``path``, so the final rename stays on one filesystem."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file path that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    temp = _temp_sibling(path, path.suffix)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory that replaces directory ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield temp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(temp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    with atomic_path(path) as temp:
+        pd.DataFrame(rows).to_csv(temp, index=False)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as temp:
+        torch.save(obj, temp)

@@ -1,0 +1,67 @@
+"""Stage 3: BAO's background-aware activation map, taught by an EMA teacher with no threshold."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from bao.config import BaoConfig, ModelConfig
+from bao.data.datasets import ImageLabelDataset
+from bao.data.manifest import Manifest
+from bao.data.transforms import train_transform
+from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, teacher_targets
+from bao.models import BaoNet, create_bao_net
+from bao.train.common import LiveHook, load_model_state, make_loader
+from bao.train.ema import TeacherSchedule, copy_weights, ema_update
+from bao.train.engine import Hook, LoopState, create_optimizer, create_scheduler, train_loop
+
+
+class TeacherHook(Hook):
+    """After each optimizer step: copy (epoch 0) or EMA-update the teacher from the student."""
+
+    def __init__(self, teacher: torch.nn.Module, student: torch.nn.Module, schedule: TeacherSchedule):
+        self.teacher, self.student, self.schedule = teacher, student, schedule
+
+    def after_step(self, state: LoopState, losses: dict[str, float]) -> None:
+        momentum = self.schedule.momentum(state.epoch, state.step_in_epoch)
+        if momentum == 0.0:
+            copy_weights(self.teacher, self.student)
+        else:
+            ema_update(self.teacher, self.student, momentum)
+
+
+def bao_losses(outputs: dict, teacher_cams: torch.Tensor, labels: torch.Tensor, cfg: BaoConfig, epoch: int) -> dict[str, torch.Tensor]:
+    """L_cls + lambda * L_bal, with targets from the teacher's CAMs and the fg weight in epoch 0."""
+    hard = teacher_targets(teacher_cams, labels)
+    soft = smooth_targets(hard, labels.shape[1] + 1, cfg.eps)
+    fg_weight = cfg.fg_weight_first_epoch if epoch == 0 else 1.0
+    return {
+        "loss_cls": classification_loss(outputs["logits"], labels),
+        "loss_bal": cfg.lambda_ * balanced_soft_ce(outputs["am"], soft, hard, fg_weight),
+    }
+
+
+def train_bao_net(
+    manifest: Manifest, model_cfg: ModelConfig, cfg: BaoConfig, cam_checkpoint: str, device: torch.device, seed: int, live
+) -> tuple[BaoNet, dict[str, float]]:
+    dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
+    student = create_bao_net(model_cfg, manifest.num_classes)
+    load_model_state(cam_checkpoint, student.cam_net)
+    student.to(device)
+    teacher = copy.deepcopy(student.cam_net).eval().requires_grad_(False)
+    optimizer = create_optimizer(student.parameters(), cfg.lr, cfg.weight_decay)
+    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
+    schedule = TeacherSchedule(cfg.ema_start, cfg.ema_end, cfg.ema_period or len(loader))
+
+    def step(batch: dict, state: LoopState) -> dict[str, torch.Tensor]:
+        images, labels = batch["image"], batch["labels"]
+        with torch.no_grad():
+            teacher_cams = teacher(images)["cams"]
+        return bao_losses(student(images, labels), teacher_cams, labels, cfg, state.epoch)
+
+    hooks = [TeacherHook(teacher, student.cam_net, schedule), LiveHook(live, optimizer)]
+    state = train_loop(step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao")
+    final = state.history[-1]
+    return student, {"final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"]}

@@ -1,0 +1,35 @@
+"""Stage 2: multi-label CAM classifier from image-level labels."""
+
+from __future__ import annotations
+
+import torch
+
+from bao.config import CamTrainConfig, ModelConfig
+from bao.data.datasets import ImageLabelDataset
+from bao.data.manifest import Manifest
+from bao.data.transforms import eval_transform, train_transform
+from bao.infer.predict import predict_logits
+from bao.losses import classification_loss
+from bao.metrics import mean_average_precision
+from bao.models import CamNet, create_cam_net
+from bao.train.common import LiveHook, make_loader
+from bao.train.engine import create_optimizer, create_scheduler, train_loop
+
+
+def train_cam_net(
+    manifest: Manifest, model_cfg: ModelConfig, cfg: CamTrainConfig, device: torch.device, seed: int, live
+) -> tuple[CamNet, dict[str, float]]:
+    dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
+    model = create_cam_net(model_cfg, manifest.num_classes).to(device)
+    optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
+
+    def step(batch: dict, state) -> dict[str, torch.Tensor]:
+        return {"loss_cls": classification_loss(model(batch["image"])["logits"], batch["labels"])}
+
+    state = train_loop(step, model, loader, optimizer, scheduler, cfg.epochs, device, [LiveHook(live, optimizer)], "train_cam")
+    val = ImageLabelDataset(manifest, "val", eval_transform())
+    logits, labels = predict_logits(model, make_loader(val, 1, False, cfg.num_workers, seed), device)
+    metrics = {"final_loss": state.history[-1]["loss"], "val_map": mean_average_precision(logits, labels)}
+    return model, metrics

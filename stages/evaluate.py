@@ -1,0 +1,40 @@
+"""Stage 6: segmentation mIoU on the val split, and pseudo-label mIoU on train, against real masks."""
+
+from pathlib import Path
+
+from bao.data.manifest import read_manifest
+from bao.infer.segment import predict_split, score_predictions
+from bao.io import atomic_dir, write_json
+from bao.models import create_deeplab
+from bao.stage import log, start_stage
+from bao.train.common import load_model_state
+
+MANIFEST_DIR = "data/prepared"
+PSEUDO_LABELS = "results/pseudo_labels"
+CHECKPOINT = "models/deeplab.pt"
+PREDICTIONS = "results/val_predictions"
+METRICS = "metrics/evaluate.json"
+
+
+def main() -> None:
+    params, device = start_stage("evaluate")
+    manifest = read_manifest(MANIFEST_DIR)
+    seg = params.train_seg
+    model = create_deeplab(seg.backbone, manifest.num_classes + 1, False, seg.output_stride)
+    load_model_state(CHECKPOINT, model)
+    with atomic_dir(PREDICTIONS) as staging:
+        predict_split(model.to(device), manifest, "val", Path(staging), device, params.evaluate.num_workers)
+    val = score_predictions(manifest, "val", Path(PREDICTIONS), params.evaluate.num_workers or None)
+    pseudo = score_predictions(manifest, "train", Path(PSEUDO_LABELS), params.evaluate.num_workers or None)
+    metrics = {
+        "val_miou": val["miou"],
+        "val_pixel_accuracy": val["pixel_accuracy"],
+        "pseudo_label_miou": pseudo["miou"],
+        "val_per_class_iou": val["per_class_iou"],
+    }
+    write_json(METRICS, metrics)
+    log.info("val mIoU=%.4f, pseudo-label mIoU=%.4f", metrics["val_miou"], metrics["pseudo_label_miou"])
+
+
+if __name__ == "__main__":
+    main()
