@@ -1,0 +1,68 @@
+import numpy as np
+import torch
+
+from bao.infer.multiscale import multiscale_maps
+from bao.infer.pseudo import bao_pseudo_label, max_normalized_cams, minmax_normalize, threshold_pseudo_labels
+
+
+def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
+    image = torch.arange(2 * 4, dtype=torch.float32).reshape(1, 2, 4).expand(3, 2, 4).contiguous()
+
+    def identity(batch):
+        return {"maps": batch[:, :1]}
+
+    # each scale: the map and its un-flipped mirror both equal the resized image, summed -> 2 each
+    merged = multiscale_maps(identity, image, scales=[2, 4], flip=False)["maps"]
+    assert merged.shape == (1, 2, 4)
+    same_size = multiscale_maps(identity, image, scales=[4], flip=True)["maps"]
+    # square resize 2x4 -> 4x4 -> back to 2x4 is not exact, but a left-right symmetric pipeline
+    # seen twice (image + un-flipped mirror) doubles the map
+    assert torch.allclose(same_size, 2 * multiscale_maps(identity, image, scales=[4], flip=False)["maps"])
+    # a forward pass that only sees the mirror must be un-flipped before summing
+    def left_marker(batch):
+        out = torch.zeros(batch.shape[0], 1, *batch.shape[-2:])
+        out[..., 0] = 1.0  # marks the left column of whatever it sees
+        return {"maps": out}
+
+    merged = multiscale_maps(left_marker, image, scales=[4], flip=True)["maps"][0]
+    # original marks column 0, the mirror marks its column 0 = original column 3
+    assert merged[:, 0].tolist() == [1.0, 1.0]
+    assert merged[:, 3].tolist() == [1.0, 1.0]
+    assert merged[:, 1:3].abs().sum() == 0
+
+
+def test_multiscale_sums_over_scales():
+    image = torch.ones(3, 6, 6)
+    merged = multiscale_maps(lambda b: {"m": torch.ones(b.shape[0], 2, 3, 3)}, image, [4, 8, 12], flip=True)
+    assert torch.allclose(merged["m"], torch.full((2, 6, 6), 6.0))
+
+
+def test_bao_pseudo_label_argmax_without_threshold():
+    background = torch.tensor([[5.0, 1.0, 0.0]])
+    cams = torch.tensor([[[0.0, 2.0, 4.0]], [[9.0, 9.0, 9.5]]])  # class 2 absent
+    labels = torch.tensor([1.0, 0.0])
+    label = bao_pseudo_label(background, cams, labels)
+    # bg min-max: [1, .2, 0]; class1: [0, .5, 1]; class 2 absent never wins
+    assert label.tolist() == [[0, 1, 1]]
+    assert label.dtype == np.uint8
+
+
+def test_minmax_normalize():
+    maps = torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]])
+    out = minmax_normalize(maps)
+    assert torch.allclose(out[0], torch.tensor([[0.0, 2.0 / (2.0 + 1e-5)]]))
+    assert torch.allclose(out[1], torch.zeros(1, 2))
+
+
+def test_threshold_baseline_hand_computed():
+    cams = torch.tensor([[[2.0, 1.0, 0.2, -1.0]], [[0.0, 4.0, 1.0, 0.0]]])
+    labels = torch.tensor([1.0, 1.0])
+    normalized = max_normalized_cams(cams, labels)
+    # class1: [1, .5, .1, 0]; class2: [0, 1, .25, 0]
+    low, mid, high = threshold_pseudo_labels(normalized, [0.0, 0.2, 0.6])
+    assert low.tolist() == [[1, 2, 2, 0]]
+    assert mid.tolist() == [[1, 2, 2, 0]]
+    assert high.tolist() == [[1, 2, 0, 0]]
+    # an absent class is zeroed before thresholding
+    only_first = threshold_pseudo_labels(max_normalized_cams(cams, torch.tensor([1.0, 0.0])), [0.3])[0]
+    assert only_first.tolist() == [[1, 1, 0, 0]]

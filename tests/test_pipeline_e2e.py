@@ -1,0 +1,83 @@
+"""The real DAG, run with `dvc repro` in a throw-away copy of the repo with tiny params."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline_utils import TINY_OVERRIDES, make_repo_copy, run
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> Path:
+    repo = make_repo_copy(tmp_path_factory.mktemp("pipeline"), TINY_OVERRIDES)
+    run(["dvc", "repro"], repo, timeout=1200)
+    return repo
+
+
+def _metrics(repo: Path, path: str) -> dict:
+    return json.loads((repo / path).read_text())
+
+
+def _is_fraction(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def test_every_declared_output_exists(repro):
+    stages = yaml.safe_load((repro / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for section in ("outs", "metrics", "plots"):
+            for entry in stage.get(section, []):
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                assert (repro / path).exists(), f"stage {name}: declared {section} {path} missing"
+
+
+def test_metrics_are_sane(repro):
+    prepare = _metrics(repro, "metrics/prepare.json")
+    assert prepare["num_images"] == {"train": 24, "val": 8}
+    cam = _metrics(repro, "dvclive/train_cam/metrics.json")
+    assert math.isfinite(cam["final_loss"]) and _is_fraction(cam["val_map"])
+    bao = _metrics(repro, "dvclive/train_bao/metrics.json")
+    assert math.isfinite(bao["final_loss_bal"]) and bao["final_loss"] > 0
+    pseudo = _metrics(repro, "metrics/pseudo_label.json")
+    for key in ("pseudo_miou_bao", "baseline_best_miou", "baseline_worst_miou", "baseline_mid_miou"):
+        assert _is_fraction(pseudo[key]), key
+    assert pseudo["baseline_best_t"] in TINY_OVERRIDES["pseudo_label"]["thresholds"]
+    assert pseudo["baseline_best_miou"] >= pseudo["baseline_worst_miou"]
+    assert set(pseudo["bao_per_class_iou"]) == {"background", "disc", "square", "triangle"}
+    evaluation = _metrics(repro, "metrics/evaluate.json")
+    assert _is_fraction(evaluation["val_miou"]) and _is_fraction(evaluation["val_pixel_accuracy"])
+    # the evaluate stage re-scores the pseudo-label PNGs from disk: same number as pseudo_label's
+    assert evaluation["pseudo_label_miou"] == pytest.approx(pseudo["pseudo_miou_bao"], abs=1e-9)
+
+
+def test_pseudo_labels_and_predictions_are_palette_pngs(repro):
+    manifest = pd.read_parquet(repro / "data/prepared/manifest.parquet")
+    train_ids = set(manifest.loc[manifest["split"] == "train", "image_id"])
+    pngs = sorted((repro / "results/pseudo_labels").glob("*.png"))
+    assert {p.stem for p in pngs} == train_ids
+    with Image.open(pngs[0]) as image:
+        assert image.mode == "P" and image.size == (64, 64)
+    assert len(list((repro / "results/val_predictions").glob("*.png"))) == 8
+    sweep = pd.read_csv(repro / "plots/threshold_sweep.csv")
+    assert list(sweep["threshold"]) == TINY_OVERRIDES["pseudo_label"]["thresholds"]
+    assert sweep["bao_miou"].nunique() == 1
+
+
+def test_exp_run_reruns_only_bao_and_downstream_and_metrics_diff_shows_it(repro):
+    """Runs last: it changes the workspace of the shared copy."""
+    run(["git", "add", "-A"], repro)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline run"], repro)
+    assert "up to date" in run(["dvc", "status"], repro).stdout
+    out = run(["dvc", "exp", "run", "-S", "bao.lr=1e-4"], repro, timeout=1200).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train_bao", "pseudo_label", "train_seg", "evaluate"}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repro).stdout)
+    assert "dvclive/train_bao/metrics.json" in diff
+    assert "metrics/prepare.json" not in diff

@@ -1,0 +1,145 @@
+"""The synthetic demo dataset: deterministic, and in the exact VOC 2012 layout the loader reads."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bao.data.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
+
+SIZE = 64
+NUM_CLASSES = 6
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("synthetic")
+    summary = generate_synthetic_voc(
+        root, num_train=12, num_val=6, image_size=SIZE, seed=3, num_classes=NUM_CLASSES
+    )
+    return root, summary
+
+
+def _ids(root: Path, split: str) -> list[str]:
+    return (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+
+
+def _all_ids(root: Path) -> list[str]:
+    return _ids(root, "train") + _ids(root, "val")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_arguments_give_identical_bytes(tmp_path: Path) -> None:
+    kwargs = dict(num_train=4, num_val=2, image_size=SIZE, seed=11)
+    generate_synthetic_voc(tmp_path / "a", **kwargs)
+    generate_synthetic_voc(tmp_path / "b", **kwargs)
+    first, second = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert len(first) == 3 * 6 + 2
+    assert first == second
+
+
+def test_other_seed_gives_other_images(tmp_path: Path) -> None:
+    generate_synthetic_voc(tmp_path / "a", num_train=2, num_val=1, image_size=SIZE, seed=0)
+    generate_synthetic_voc(tmp_path / "b", num_train=2, num_val=1, image_size=SIZE, seed=1)
+    name = "JPEGImages/syn_000000.jpg"
+    assert _files(tmp_path / "a")[name] != _files(tmp_path / "b")[name]
+
+
+def test_splits_list_all_ids_and_are_disjoint(dataset: tuple[Path, dict]) -> None:
+    root, summary = dataset
+    train, val = _ids(root, "train"), _ids(root, "val")
+    assert (len(train), len(val)) == (12, 6)
+    assert not set(train) & set(val)
+    expected = {p.stem for p in (root / "JPEGImages").glob("*.jpg")}
+    assert set(train) | set(val) == expected
+    assert all(image_id.startswith("syn_") for image_id in expected)
+    assert summary["num_images"] == 18
+
+
+def test_images_are_rgb_jpegs_of_the_requested_size(dataset: tuple[Path, dict]) -> None:
+    root, _ = dataset
+    for image_id in _all_ids(root):
+        with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as image:
+            assert image.format == "JPEG"
+            assert image.mode == "RGB"
+            assert image.size == (SIZE, SIZE)
+
+
+def test_masks_are_palette_pngs_with_class_and_ignore_values(dataset: tuple[Path, dict]) -> None:
+    root, _ = dataset
+    allowed = set(range(NUM_CLASSES + 1)) | {255}
+    for image_id in _all_ids(root):
+        with Image.open(root / "SegmentationClass" / f"{image_id}.png") as image:
+            assert image.format == "PNG"
+            assert image.mode == "P"
+            assert image.size == (SIZE, SIZE)
+            mask = np.asarray(image)
+        assert set(np.unique(mask).tolist()) <= allowed
+        assert (mask == 0).any() and (mask == 255).any()
+
+
+def _objects(xml_file: Path) -> list[tuple[str, tuple[int, ...]]]:
+    root = ET.parse(xml_file).getroot()
+    assert root.tag == "annotation"
+    assert root.findtext("size/width") == str(SIZE)
+    assert root.findtext("size/height") == str(SIZE)
+    assert root.findtext("size/depth") == "3"
+    out = []
+    for obj in root.findall("object"):
+        assert obj.findtext("pose") == "Unspecified"
+        assert obj.findtext("truncated") == "0"
+        assert obj.findtext("difficult") == "0"
+        box = tuple(int(obj.findtext(f"bndbox/{tag}")) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        out.append((obj.findtext("name"), box))
+    return out
+
+
+def test_xml_objects_match_the_classes_in_the_mask(dataset: tuple[Path, dict]) -> None:
+    root, summary = dataset
+    total = 0
+    for image_id in _all_ids(root):
+        objects = _objects(root / "Annotations" / f"{image_id}.xml")
+        assert 1 <= len(objects) <= 3
+        total += len(objects)
+        mask = np.asarray(Image.open(root / "SegmentationClass" / f"{image_id}.png"))
+        in_mask = {SYNTHETIC_CLASSES[v - 1] for v in np.unique(mask) if 0 < v < 255}
+        assert {name for name, _ in objects} == in_mask
+        for name, (xmin, ymin, xmax, ymax) in objects:
+            assert 1 <= xmin <= xmax <= SIZE and 1 <= ymin <= ymax <= SIZE
+            crop = mask[ymin - 1:ymax, xmin - 1:xmax]  # VOC boxes are 1-based and inclusive
+            assert (crop == SYNTHETIC_CLASSES.index(name) + 1).any()
+    assert summary["num_objects"] == total
+    assert summary["classes"] == list(SYNTHETIC_CLASSES[:NUM_CLASSES])
+    assert sum(summary["objects_per_class"].values()) == total
+
+
+def test_classes_are_shapes_not_too_few() -> None:
+    assert len(SYNTHETIC_CLASSES) >= 6
+    assert len(set(SYNTHETIC_CLASSES)) == len(SYNTHETIC_CLASSES)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"num_train": 0},
+        {"num_val": 0},
+        {"image_size": 31},
+        {"seed": -1},
+        {"num_classes": 0},
+        {"num_classes": len(SYNTHETIC_CLASSES) + 1},
+        {"image_size": 64.0},
+        {"num_train": True},
+    ],
+)
+def test_bad_arguments_raise_value_error(tmp_path: Path, overrides: dict) -> None:
+    kwargs = dict(num_train=2, num_val=1, image_size=SIZE, seed=0, num_classes=None) | overrides
+    with pytest.raises(ValueError):
+        generate_synthetic_voc(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
