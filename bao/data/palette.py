@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,8 @@ from PIL import Image
 IGNORE_INDEX = 255
 
 
-def voc_palette() -> list[int]:
-    """The 256-entry VOC colour map (bit-interleaved class index), flattened to 768 ints."""
+@lru_cache(maxsize=1)
+def _voc_palette() -> tuple[int, ...]:
     palette = []
     for index in range(256):
         red = green = blue = 0
@@ -22,7 +23,12 @@ def voc_palette() -> list[int]:
             blue |= ((value >> 2) & 1) << (7 - bit)
             value >>= 3
         palette.extend((red, green, blue))
-    return palette
+    return tuple(palette)
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry VOC colour map (bit-interleaved class index), flattened to 768 ints."""
+    return list(_voc_palette())
 
 
 def mask_to_image(mask: np.ndarray) -> Image.Image:
