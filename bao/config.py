@@ -39,6 +39,7 @@ class ModelConfig(Section):
     pretrained: bool
     checkpoint: str | None = None
     output_stride: Literal[8, 16, 32]
+    refine: Literal["none", "attention"] = "none"
 
 
 class LoaderConfig(Section):
@@ -72,6 +73,10 @@ class BaoConfig(LoaderConfig):
     ema_start: float = Field(ge=0, le=1)
     ema_end: float = Field(ge=0, le=1)
     ema_period: int | None = Field(default=None, ge=1)
+    # ablation switches (the paper's method is the first value of each)
+    label_encoder: bool = True
+    loss: Literal["balanced", "ce"] = "balanced"
+    teacher: Literal["ema", "none"] = "ema"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -89,6 +94,24 @@ class PseudoLabelConfig(Section):
         if any(not 0 <= t < 1 for t in self.thresholds):
             raise ValueError("thresholds must lie in [0, 1)")
         return self
+
+
+class CrfConfig(Section):
+    """Dense CRF refinement of pseudo-labels (unary from the labels, Gaussian + bilateral pairwise)."""
+
+    enabled: bool
+    iterations: int = Field(ge=1)
+    gt_prob: float = Field(gt=0, lt=1)
+    gaussian_sxy: float = Field(gt=0)
+    gaussian_compat: float = Field(ge=0)
+    bilateral_sxy: float = Field(gt=0)
+    bilateral_srgb: float = Field(gt=0)
+    bilateral_compat: float = Field(ge=0)
+    num_workers: int = Field(ge=0)
+
+
+class ReportConfig(Section):
+    gallery_size: int = Field(ge=1)
 
 
 class SegConfig(LoaderConfig):
@@ -109,6 +132,8 @@ class Params(Section):
     train_cam: CamTrainConfig
     bao: BaoConfig
     pseudo_label: PseudoLabelConfig
+    crf: CrfConfig
+    report: ReportConfig
     train_seg: SegConfig
     evaluate: EvaluateConfig
 

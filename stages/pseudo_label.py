@@ -1,35 +1,50 @@
-"""Stage 4b: BAO's threshold-free pseudo-labels, compared with the threshold sweep."""
+"""Stage 4b: BAO's threshold-free pseudo-labels, compared with the threshold sweep, and figures."""
 
 from pathlib import Path
 
 from bao.data.manifest import read_manifest
-from bao.infer.pipeline import bao_pseudo_labels
-from bao.infer.report import comparison_metrics, sweep_plot_rows
+from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_rows
+from bao.infer.report import comparison_metrics, crf_metrics, per_class_rows, sweep_plot_rows
 from bao.io import atomic_dir, read_json, write_csv, write_json
-from bao.models import create_bao_net
+from bao.models import create_bao_net, create_cam_net
+from bao.plots import save_gallery
 from bao.stage import log, start_stage
 from bao.train.common import load_model_state
 
 MANIFEST_DIR = "data/prepared"
+CAM_CHECKPOINT = "models/cam.pt"
 BAO_CHECKPOINT = "models/bao.pt"
 SWEEP = "results/threshold_sweep.json"
 PSEUDO_LABELS = "results/pseudo_labels"
 METRICS = "metrics/pseudo_label.json"
 PLOT = "plots/threshold_sweep.csv"
+PER_CLASS_BAO = "plots/per_class_iou/bao.csv"
+PER_CLASS_BASELINE = "plots/per_class_iou/baseline_best_t.csv"
+GALLERY = "results/gallery.png"
 
 
 def main() -> None:
     params, device = start_stage("pseudo_label")
     manifest = read_manifest(MANIFEST_DIR)
-    bao_net = create_bao_net(params.model, manifest.num_classes)
+    bao_net = create_bao_net(params.model, manifest.num_classes, use_label_encoder=params.bao.label_encoder)
     load_model_state(BAO_CHECKPOINT, bao_net)
     with atomic_dir(PSEUDO_LABELS) as staging:
-        bao = bao_pseudo_labels(bao_net.to(device), manifest, params.pseudo_label, device, Path(staging))
+        results, gallery = bao_pseudo_labels(
+            bao_net.to(device), manifest, params.pseudo_label, params.crf, device, Path(staging), params.report.gallery_size
+        )
     sweep = read_json(SWEEP)
-    metrics = comparison_metrics(bao, sweep)
-    write_csv(PLOT, sweep_plot_rows(sweep, bao))
+    metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
+    names = class_names_with_background(manifest)
+    write_csv(PLOT, sweep_plot_rows(sweep, results["bao"]))
+    write_csv(PER_CLASS_BAO, per_class_rows(results["bao"], names))
+    write_csv(PER_CLASS_BASELINE, per_class_rows(sweep["best"], names))
+    cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
+    load_model_state(CAM_CHECKPOINT, cam_net)
+    rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, sweep["best_threshold"])
+    save_gallery(GALLERY, rows, sweep["best_threshold"])
     write_json(METRICS, metrics)
-    log.info("BAO mIoU=%s; baseline best t=%s mIoU=%s", metrics.get("pseudo_miou_bao"), metrics["baseline_best_t"], metrics["baseline_best_miou"])
+    log.info("BAO mIoU=%s (CRF: %s); baseline best t=%s mIoU=%s", metrics.get("pseudo_miou_bao"),
+             metrics.get("pseudo_miou_bao_crf"), metrics["baseline_best_t"], metrics["baseline_best_miou"])
 
 
 if __name__ == "__main__":

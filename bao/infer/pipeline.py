@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
-from bao.config import PseudoLabelConfig
-from bao.data.datasets import ImageLabelDataset
+from bao.config import CrfConfig, PseudoLabelConfig
+from bao.data.datasets import ImageLabelDataset, load_image
 from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
+from bao.infer.crf import refine_in_workers
 from bao.infer.predict import iterate_multiscale
-from bao.infer.pseudo import bao_pseudo_label, max_normalized_cams, threshold_pseudo_labels
+from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
 from bao.metrics import ConfusionMatrix
 from bao.train.common import make_loader
 
@@ -52,14 +54,62 @@ def threshold_sweep(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConf
     return {"curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best]}
 
 
-def bao_pseudo_labels(bao_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, out_dir: Path) -> dict | None:
-    """Write one palette PNG per training image; return their metrics where masks exist."""
+def _score(matrix: ConfusionMatrix, dataset: ImageLabelDataset, index: int, prediction: np.ndarray) -> None:
+    gt = _gt_mask(dataset, index)
+    if gt is not None:
+        matrix.update(gt, prediction)
+
+
+def bao_pseudo_labels(
+    bao_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, crf: CrfConfig, device: torch.device, out_dir: Path, gallery_size: int = 0
+) -> tuple[dict, dict[int, dict]]:
+    """Write one palette PNG per training image (CRF-refined when ``crf.enabled``).
+
+    Returns metrics ``{"bao": ..., "bao_crf": ...}`` (None where no mask or no CRF) and, for the
+    first ``gallery_size`` images, their BAO label, background score map and CRF label."""
     dataset, loader = _train_images(manifest, cfg)
-    matrix = ConfusionMatrix(manifest.num_classes + 1)
-    for index, maps, labels, _ in iterate_multiscale(bao_net, loader, device, cfg.scales, cfg.flip, True, "BAO pseudo-labels"):
-        prediction = bao_pseudo_label(maps["background"][0], maps["cams"], labels)
-        save_mask(out_dir / f"{dataset.image_id(index)}.png", prediction)
-        gt = _gt_mask(dataset, index)
-        if gt is not None:
-            matrix.update(gt, prediction)
-    return matrix.compute(class_names_with_background(manifest)) if matrix.matrix.sum() else None
+    matrices = {"bao": ConfusionMatrix(manifest.num_classes + 1), "bao_crf": ConfusionMatrix(manifest.num_classes + 1)}
+    gallery: dict[int, dict] = {}
+
+    def jobs():
+        for index, maps, labels, _ in iterate_multiscale(bao_net, loader, device, cfg.scales, cfg.flip, True, "BAO pseudo-labels"):
+            scores = bao_scores(maps["background"][0], maps["cams"], labels)
+            prediction = scores_to_labels(scores)
+            _score(matrices["bao"], dataset, index, prediction)
+            if len(gallery) < gallery_size:
+                gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
+            present = (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
+            yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, present
+
+    results = refine_in_workers(jobs(), crf) if crf.enabled else ((job[0], job[2]) for job in jobs())
+    for index, final in results:
+        save_mask(out_dir / f"{dataset.image_id(index)}.png", final)
+        if crf.enabled:
+            _score(matrices["bao_crf"], dataset, index, final)
+            if index in gallery:
+                gallery[index]["bao_crf"] = final
+    names = class_names_with_background(manifest)
+    return {name: matrix.compute(names) if matrix.matrix.sum() else None for name, matrix in matrices.items()}, gallery
+
+
+def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, indices, threshold: float) -> dict[int, np.ndarray]:
+    """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
+    dataset = ImageLabelDataset(manifest, "train", eval_transform())
+    loader = make_loader(Subset(dataset, list(indices)), 1, False, cfg.num_workers, seed=0)
+    labels_by_index = {}
+    for index, maps, labels, _ in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):
+        labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
+    return labels_by_index
+
+
+def gallery_rows(
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, bao: dict[int, dict], threshold: float
+) -> list[dict]:
+    """Everything a gallery row shows: image, ground truth, the baseline at ``threshold``, BAO's maps."""
+    dataset = ImageLabelDataset(manifest, "train")
+    baseline = baseline_labels(cam_net, manifest, cfg, device, bao, threshold)
+    rows = []
+    for index, maps in bao.items():
+        image = load_image(manifest.resolve(dataset.rows.at[index, "image_path"]))
+        rows.append({"image_id": dataset.image_id(index), "image": image, "gt": _gt_mask(dataset, index), "baseline": baseline[index], **maps})
+    return rows

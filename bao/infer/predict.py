@@ -38,7 +38,7 @@ def iterate_multiscale(
         def forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
             repeated = labels[None].expand(images.shape[0], -1)
             with autocast(device):
-                outputs = model(images, repeated) if with_am else model(images)
+                outputs = model(images, repeated, refine=True) if with_am else model(images, refine=True)
             maps = {"cams": outputs["cams"]}
             if with_am:
                 maps["background"] = outputs["am"][:, :1]

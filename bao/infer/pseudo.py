@@ -18,13 +18,23 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     return (maps - low) / (high - low + NORM_EPS)
 
 
-def bao_pseudo_label(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(H, W) uint8 in 0..K: argmax over [background, present classes], each ReLU + min-max normalized."""
+def bao_scores(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(K+1, H, W): [background, present classes], each ReLU + min-max normalized; absent classes -1."""
     present = labels.bool().to(cams.device)
     channels = torch.cat([background[None], cams * present[:, None, None]]).float()
     scores = minmax_normalize(F.relu(channels))
     scores[1:][~present] = -1.0  # an absent class never wins, even on an all-zero pixel
+    return scores
+
+
+def scores_to_labels(scores: torch.Tensor) -> np.ndarray:
+    """(H, W) uint8: the argmax channel of (C, H, W) scores."""
     return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+def bao_pseudo_label(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """(H, W) uint8 in 0..K: argmax of ``bao_scores``, no threshold."""
+    return scores_to_labels(bao_scores(background, cams, labels))
 
 
 def max_normalized_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

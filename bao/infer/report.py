@@ -43,3 +43,20 @@ def sweep_plot_rows(sweep: dict, bao: dict | None) -> list[dict]:
     """One row per t: the baseline curve and BAO's (constant) value, for ``dvc plots``."""
     bao_miou = bao["miou"] if bao is not None else np.nan
     return [{"threshold": p["threshold"], "baseline_miou": p["miou"], "bao_miou": bao_miou} for p in sweep["curve"]]
+
+
+def crf_metrics(bao: dict | None, bao_crf: dict | None) -> dict:
+    """BAO's pseudo-label mIoU after the dense CRF, next to the value without it."""
+    if bao is None or bao_crf is None:
+        return {}
+    return {
+        "pseudo_miou_bao_crf": bao_crf["miou"],
+        "crf_gain": bao_crf["miou"] - bao["miou"],
+        "bao_crf_per_class_iou": bao_crf["per_class_iou"],
+    }
+
+
+def per_class_rows(result: dict | None, class_names: list[str]) -> list[dict]:
+    """One row per class (background first) for the per-class IoU bars; an unseen class is empty."""
+    per_class = result["per_class_iou"] if result is not None else {}
+    return [{"class": name, "iou": per_class.get(name)} for name in class_names]

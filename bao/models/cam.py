@@ -1,40 +1,91 @@
-"""CAM classifier and the BAO head that adds a label-conditioned background-aware activation map."""
+"""CAM classifiers and the BAO head that adds a label-conditioned background-aware activation map.
+
+Every CAM network returns a dict with ``features`` (B, D, h, w), ``cams`` (B, K, h, w) and image
+``logits`` (B, K). Called with ``refine=True`` and built with ``refine="attention"``, it also
+returns the backbone's patch-to-patch ``attention`` (B, hw, hw) and its CAMs are refined by it
+(TransCAM); the logits always come from the unrefined CAMs.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from bao.models.attention import attention_refine
 
-class CamNet(nn.Module):
-    """Backbone + bias-free 1x1 classifier: CAMs (B, K, h, w); logits are their spatial mean."""
+REFINE_MODES = ("none", "attention")
 
-    def __init__(self, backbone: nn.Module, num_classes: int):
+
+class CamModel(nn.Module):
+    """What CAM networks share: the refinement switch and its checks."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, refine: str):
         super().__init__()
+        if refine not in REFINE_MODES:
+            raise ValueError(f"model.refine must be one of {REFINE_MODES}, got {refine!r}")
+        if refine == "attention" and not getattr(backbone, "has_attention", False):
+            raise ValueError(
+                f"model.refine: attention needs a backbone with attention (a timm ViT or conformer_*); "
+                f"{type(backbone).__name__} has none"
+            )
         self.backbone = backbone
         self.num_classes = num_classes
+        self.refine = refine
+
+    @property
+    def out_channels(self) -> int:
+        return self.backbone.out_channels
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, refine: bool = False) -> dict[str, torch.Tensor]:
+        outputs = self.compute(images, with_attention=refine and self.refine == "attention")
+        if "attention" in outputs:
+            outputs["cams"] = attention_refine(outputs["attention"], outputs["cams"])
+        return outputs
+
+    def compute(self, images: torch.Tensor, with_attention: bool) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class CamNet(CamModel):
+    """Backbone + bias-free 1x1 classifier: CAMs (B, K, h, w); logits are their spatial mean."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, refine: str = "none"):
+        super().__init__(backbone, num_classes, refine)
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, kernel_size=1, bias=False)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        features = self.backbone(images)
-        cams = self.classifier(features)
-        return {"features": features, "cams": cams, "logits": cams.mean(dim=(2, 3))}
+    def compute(self, images: torch.Tensor, with_attention: bool) -> dict[str, torch.Tensor]:
+        if with_attention:
+            outputs = self.backbone.extract(images, with_attention=True)
+        else:
+            outputs = {"features": self.backbone(images)}
+        cams = self.classifier(outputs["features"])
+        return {**outputs, "cams": cams, "logits": cams.mean(dim=(2, 3))}
+
+
+class TransCamNet(CamModel):
+    """TransCAM: the Conformer's CNN-branch CAMs; logits = CNN logits + transformer logits."""
+
+    def compute(self, images: torch.Tensor, with_attention: bool) -> dict[str, torch.Tensor]:
+        return self.backbone(images, with_attention=with_attention)
 
 
 class BaoNet(nn.Module):
-    """CAM network + label encoder Linear(K -> D) scaling features channel-wise, then a 3x3 conv to K+1."""
+    """CAM network + label encoder Linear(K -> D) scaling features channel-wise, then a 3x3 conv to K+1.
 
-    def __init__(self, cam_net: CamNet, use_label_encoder: bool = True):
+    The activation map ``am`` is refined by the same attention as the CAMs when that is on."""
+
+    def __init__(self, cam_net: CamModel, use_label_encoder: bool = True):
         super().__init__()
         self.cam_net = cam_net
-        channels, num_classes = cam_net.backbone.out_channels, cam_net.num_classes
+        channels, num_classes = cam_net.out_channels, cam_net.num_classes
         self.label_encoder = nn.Linear(num_classes, channels) if use_label_encoder else None
         self.am_head = nn.Conv2d(channels, num_classes + 1, kernel_size=3, padding=1)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.cam_net(images)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, refine: bool = False) -> dict[str, torch.Tensor]:
+        outputs = self.cam_net(images, refine=refine)
         features = outputs["features"]
         if self.label_encoder is not None:
             features = features * self.label_encoder(labels.to(features.dtype))[:, :, None, None]
-        outputs["am"] = self.am_head(features)
+        am = self.am_head(features)
+        outputs["am"] = attention_refine(outputs["attention"], am) if "attention" in outputs else am
         return outputs

@@ -10,7 +10,7 @@ from bao.config import BaoConfig, ModelConfig
 from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
-from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, teacher_targets
+from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, soft_ce, teacher_targets
 from bao.models import BaoNet, create_bao_net
 from bao.train.common import LiveHook, load_model_state, make_loader
 from bao.train.ema import TeacherSchedule, copy_weights, ema_update
@@ -32,14 +32,27 @@ class TeacherHook(Hook):
 
 
 def bao_losses(outputs: dict, teacher_cams: torch.Tensor, labels: torch.Tensor, cfg: BaoConfig, epoch: int) -> dict[str, torch.Tensor]:
-    """L_cls + lambda * L_bal, with targets from the teacher's CAMs and the fg weight in epoch 0."""
+    """L_cls + lambda * L_bal, with targets from the teacher's CAMs (smoothed by eps; 0 = one-hot).
+
+    ``bao.loss: ce`` swaps the balanced loss for plain soft CE over all pixels (an ablation; the
+    first-epoch foreground weight belongs to the balanced loss and is not used then)."""
     hard = teacher_targets(teacher_cams, labels)
     soft = smooth_targets(hard, labels.shape[1] + 1, cfg.eps)
-    fg_weight = cfg.fg_weight_first_epoch if epoch == 0 else 1.0
-    return {
-        "loss_cls": classification_loss(outputs["logits"], labels),
-        "loss_bal": cfg.lambda_ * balanced_soft_ce(outputs["am"], soft, hard, fg_weight),
-    }
+    if cfg.loss == "ce":
+        map_loss = soft_ce(outputs["am"], soft)
+    else:
+        map_loss = balanced_soft_ce(outputs["am"], soft, hard, cfg.fg_weight_first_epoch if epoch == 0 else 1.0)
+    return {"loss_cls": classification_loss(outputs["logits"], labels), "loss_bal": cfg.lambda_ * map_loss}
+
+
+def make_teacher(student: BaoNet, cfg: BaoConfig, iters_per_epoch: int) -> tuple[torch.nn.Module, list[Hook]]:
+    """A frozen copy of the student's CAM network, updated by a hook unless ``bao.teacher: none``
+    (then it stays the trained CAM network: the no-EMA ablation)."""
+    teacher = copy.deepcopy(student.cam_net).eval().requires_grad_(False)
+    if cfg.teacher == "none":
+        return teacher, []
+    schedule = TeacherSchedule(cfg.ema_start, cfg.ema_end, cfg.ema_period or iters_per_epoch)
+    return teacher, [TeacherHook(teacher, student.cam_net, schedule)]
 
 
 def train_bao_net(
@@ -47,21 +60,20 @@ def train_bao_net(
 ) -> tuple[BaoNet, dict[str, float]]:
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
     loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
-    student = create_bao_net(model_cfg, manifest.num_classes)
+    student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder)
     load_model_state(cam_checkpoint, student.cam_net)
     student.to(device)
-    teacher = copy.deepcopy(student.cam_net).eval().requires_grad_(False)
+    teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
     optimizer = create_optimizer(student.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
-    schedule = TeacherSchedule(cfg.ema_start, cfg.ema_end, cfg.ema_period or len(loader))
 
     def step(batch: dict, state: LoopState) -> dict[str, torch.Tensor]:
         images, labels = batch["image"], batch["labels"]
         with torch.no_grad():
-            teacher_cams = teacher(images)["cams"]
-        return bao_losses(student(images, labels), teacher_cams, labels, cfg, state.epoch)
+            teacher_cams = teacher(images, refine=True)["cams"]
+        return bao_losses(student(images, labels, refine=True), teacher_cams, labels, cfg, state.epoch)
 
-    hooks = [TeacherHook(teacher, student.cam_net, schedule), LiveHook(live, optimizer)]
+    hooks = [*teacher_hooks, LiveHook(live, optimizer)]
     state = train_loop(step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao")
     final = state.history[-1]
     return student, {"final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"]}
