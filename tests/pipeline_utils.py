@@ -17,6 +17,8 @@ TINY_OVERRIDES = {
     "bao": {"epochs": 2, "batch_size": 8, "crop_size": 64, "resize_long": [56, 72]},
     "pseudo_label": {"scales": [48, 64], "thresholds": [0.1, 0.3, 0.5, 0.7, 0.9]},
     "train_seg": {"epochs": 1, "batch_size": 8, "crop_size": 64, "resize_long": [56, 72]},
+    "crf": {"enabled": True, "num_workers": 2},  # exercise the CRF worker pool in the real DAG
+    "report": {"gallery_size": 3},
 }
 
 

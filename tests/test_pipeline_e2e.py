@@ -53,8 +53,10 @@ def test_metrics_are_sane(repro):
     assert set(pseudo["bao_per_class_iou"]) == {"background", "disc", "square", "triangle"}
     evaluation = _metrics(repro, "metrics/evaluate.json")
     assert _is_fraction(evaluation["val_miou"]) and _is_fraction(evaluation["val_pixel_accuracy"])
-    # the evaluate stage re-scores the pseudo-label PNGs from disk: same number as pseudo_label's
-    assert evaluation["pseudo_label_miou"] == pytest.approx(pseudo["pseudo_miou_bao"], abs=1e-9)
+    # the evaluate stage re-scores the pseudo-label PNGs from disk (CRF-refined when the CRF is on)
+    assert _is_fraction(pseudo["pseudo_miou_bao_crf"])
+    assert pseudo["crf_gain"] == pytest.approx(pseudo["pseudo_miou_bao_crf"] - pseudo["pseudo_miou_bao"])
+    assert evaluation["pseudo_label_miou"] == pytest.approx(pseudo["pseudo_miou_bao_crf"], abs=1e-9)
 
 
 def test_pseudo_labels_and_predictions_are_palette_pngs(repro):
@@ -68,6 +70,26 @@ def test_pseudo_labels_and_predictions_are_palette_pngs(repro):
     sweep = pd.read_csv(repro / "plots/threshold_sweep.csv")
     assert list(sweep["threshold"]) == TINY_OVERRIDES["pseudo_label"]["thresholds"]
     assert sweep["bao_miou"].nunique() == 1
+
+
+def test_per_class_csvs_and_gallery(repro):
+    for name in ("bao", "baseline_best_t"):
+        table = pd.read_csv(repro / f"plots/per_class_iou/{name}.csv")
+        assert list(table["class"]) == ["background", "disc", "square", "triangle"]
+        assert table["iou"].dropna().between(0, 1).all()
+    with Image.open(repro / "results/gallery.png") as image:
+        assert image.format == "PNG" and image.size[1] > image.size[0] / 3  # 3 rows of 6 panels
+
+
+def test_dvc_plots_show_renders_loss_curves_sweep_bars_and_gallery(repro):
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], repro).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    ids = set(shown["data"])
+    assert {"threshold_sweep", "per_class_iou", "results/gallery.png"} <= ids
+    for stage in ("train_cam", "train_bao", "train_seg"):
+        assert f"dvclive/{stage}/plots/metrics/train/loss.tsv" in ids, sorted(ids)
+    bars = shown["data"]["per_class_iou"][0]["content"]
+    assert bars["mark"]["type"] == "bar" and {row["filename"] for row in bars["data"]["values"]} == {"bao.csv", "baseline_best_t.csv"}
 
 
 def test_exp_run_reruns_only_bao_and_downstream_and_metrics_diff_shows_it(repro):

@@ -59,9 +59,9 @@ def refine_in_workers(jobs: Iterable[CrfJob], cfg: CrfConfig) -> Iterator[tuple[
         for job in jobs:
             yield _run_job(job, cfg)
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bao.infer.crf", "bao.data.datasets"])
-    with context.Pool(cfg.num_workers) as pool:
+    # The platform's default start method (fork on Linux, as DataLoader workers use): workers
+    # start in milliseconds and only run numpy, OpenCV and the CRF, never torch.
+    with multiprocessing.Pool(cfg.num_workers) as pool:
         pending: deque = deque()
         for job in jobs:
             pending.append(pool.apply_async(_run_job, (job, cfg)))

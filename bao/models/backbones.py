@@ -58,7 +58,8 @@ def fit_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The entries of ``state`` to load; raises naming every missing, unexpected or misshapen key."""
     is_head = lambda key: key.startswith(tuple(head_prefixes))  # noqa: E731
-    missing = [key for key in own if key not in state and not is_head(key)]
+    # a BatchNorm step counter is not a weight; older checkpoints do not have it
+    missing = [key for key in own if key not in state and not is_head(key) and not key.endswith("num_batches_tracked")]
     unexpected = [key for key in state if key not in own and not is_head(key)]
     misshapen = [
         f"{key} {tuple(state[key].shape)} != {tuple(own[key].shape)}"
