@@ -286,3 +286,17 @@ def test_missing_root_and_labels_file(tmp_path):
     message = _fails(data_config("folder", tmp_path / "empty"), tmp_path)
     assert f"{tmp_path / 'empty' / 'images'}: image directory not found" in message
     assert f"{tmp_path / 'empty' / 'labels.csv'}: labels file not found" in message
+
+
+def test_exif_rotated_and_palette_images_get_copies_in_stored_pixel_order(folder, tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": a phone photo
+    Image.fromarray(rgb).save(folder / "images" / "img_000.jpg", exif=exif.tobytes(), quality=95)
+    Image.fromarray(rgb).convert("P").save(folder / "images" / "img_001.png")
+    _set_labels(folder, "img_001.jpg", "img_001.png")
+    summary = prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    assert summary["converted_images"] == {"exif-rotation": 1, "palette": 1}
+    manifest = read_manifest(tmp_path / "out")
+    rotated = load_image(manifest.resolve(manifest.table.loc[0, "image_path"]))
+    assert rotated.shape == (HEIGHT, WIDTH, 3)  # not turned: the mask is drawn on the stored pixels
