@@ -26,12 +26,30 @@ class SyntheticConfig(Section):
     num_classes: int = Field(ge=1)
 
 
+class FolderConfig(Section):
+    """How a plain folder dataset is split into train and val."""
+
+    split_column: str | None = None
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    split_seed: int = 0
+
+
 class DataConfig(Section):
     dataset: Literal["synthetic", "voc", "coco", "folder"]
     root: str
     train_split: str
     val_split: str
     synthetic: SyntheticConfig
+    sbd_root: str | None = None
+    cache_dir: str = "data/cache"
+    workers: int = Field(default=2, ge=1)
+    folder: FolderConfig = FolderConfig()
+
+    @model_validator(mode="after")
+    def _check_splits(self) -> "DataConfig":
+        if self.train_split == self.val_split:
+            raise ValueError(f"train_split and val_split must differ, both are {self.train_split!r}")
+        return self
 
 
 class ModelConfig(Section):

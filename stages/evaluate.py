@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from bao.data.manifest import read_manifest
-from bao.infer.segment import predict_split, score_predictions
+from bao.infer.segment import evaluation_metrics, predict_split, score_predictions
 from bao.io import atomic_dir, write_json
 from bao.models import create_deeplab
 from bao.stage import log, start_stage
@@ -26,14 +26,9 @@ def main() -> None:
         predict_split(model.to(device), manifest, "val", Path(staging), device, params.evaluate.num_workers)
     val = score_predictions(manifest, "val", Path(PREDICTIONS), params.evaluate.num_workers or None)
     pseudo = score_predictions(manifest, "train", Path(PSEUDO_LABELS), params.evaluate.num_workers or None)
-    metrics = {
-        "val_miou": val["miou"],
-        "val_pixel_accuracy": val["pixel_accuracy"],
-        "pseudo_label_miou": pseudo["miou"],
-        "val_per_class_iou": val["per_class_iou"],
-    }
+    metrics = evaluation_metrics(val, pseudo)
     write_json(METRICS, metrics)
-    log.info("val mIoU=%.4f, pseudo-label mIoU=%.4f", metrics["val_miou"], metrics["pseudo_label_miou"])
+    log.info("val mIoU=%s, pseudo-label mIoU=%s", metrics["val_miou"], metrics["pseudo_label_miou"])
 
 
 if __name__ == "__main__":

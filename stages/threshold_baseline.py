@@ -19,7 +19,10 @@ def main() -> None:
     load_model_state(CAM_CHECKPOINT, cam_net)
     sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device)
     write_json(SWEEP, sweep)
-    log.info("best t=%.2f mIoU=%.4f (oracle: t chosen with ground truth)", sweep["best_threshold"], sweep["best"]["miou"])
+    if sweep["best"] is None:
+        log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")
+    else:
+        log.info("best t=%.2f mIoU=%.4f (oracle: t chosen with ground truth)", sweep["best_threshold"], sweep["best"]["miou"])
 
 
 if __name__ == "__main__":

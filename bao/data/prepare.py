@@ -1,57 +1,86 @@
-"""Build the manifest for the configured dataset; validate it whole before writing anything."""
+"""Build the manifest for the configured dataset; validate it whole before writing anything.
+
+Order: read the source (format problems), validate every row (files, pixel formats, labels,
+masks), and only when no problem was found convert odd images, run the source's deferred work
+(COCO masks) and write the manifest. Everything goes to a staging directory that replaces the
+output only on success, so a failed run leaves the previous output untouched.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from bao.config import DataConfig
 from bao.data.manifest import write_manifest
-from bao.data.validate import DatasetError, validate_table
+from bao.data.source import Source
+from bao.data.validate import DatasetError, convert_images, validate_table
 from bao.data.voc import VOC_CLASSES, read_voc
 from bao.io import atomic_dir
 
 SYNTHETIC_DIR = "synthetic"
+log = logging.getLogger("bao")
 
 
-def _read_source(cfg: DataConfig, root: Path, base: Path, problems: list[str]) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def read_source(cfg: DataConfig, root: Path, base: Path, staging: Path, problems: list[str]) -> Source:
+    """Dispatch on ``data.dataset``; every reader returns the same kind of table."""
     splits = {"train": cfg.train_split, "val": cfg.val_split}
-    if cfg.dataset in ("synthetic", "voc"):
+    if cfg.dataset == "synthetic":
         from bao.data.synthetic import SYNTHETIC_CLASSES
 
-        classes = SYNTHETIC_CLASSES[: cfg.synthetic.num_classes] if cfg.dataset == "synthetic" else VOC_CLASSES
-        return read_voc(root, splits, tuple(classes), base, problems), tuple(classes)
-    raise NotImplementedError(f"data.dataset={cfg.dataset!r} is not supported yet")
+        return read_voc(root, splits, tuple(SYNTHETIC_CLASSES[: cfg.synthetic.num_classes]), base, problems, staging)
+    if cfg.dataset == "voc":
+        sbd_root = Path(cfg.sbd_root) if cfg.sbd_root else None
+        return read_voc(root, splits, VOC_CLASSES, base, problems, staging, sbd_root)
+    if cfg.dataset == "coco":
+        from bao.data.coco import read_coco
+
+        return read_coco(root, splits, base, problems, Path(cfg.cache_dir))
+    from bao.data.folder import read_folder
+
+    return read_folder(root, splits, cfg.folder, base, problems)
+
+
+def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
+    if cfg.dataset == "synthetic":
+        from bao.data.synthetic import generate_synthetic_voc
+
+        root = staging / SYNTHETIC_DIR
+        synthetic = cfg.synthetic
+        generate_synthetic_voc(
+            root, num_train=synthetic.num_train, num_val=synthetic.num_val,
+            image_size=synthetic.image_size, seed=seed, num_classes=synthetic.num_classes,
+        )
+        return root
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DatasetError([f"{root}: data.root is not a directory"])
+    return root
 
 
 def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
-    """Write ``out_dir`` (manifest, classes, and for ``synthetic`` the generated images) atomically."""
+    """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as staging:
-        if cfg.dataset == "synthetic":
-            from bao.data.synthetic import generate_synthetic_voc
-
-            root = staging / SYNTHETIC_DIR
-            synthetic = cfg.synthetic
-            generate_synthetic_voc(
-                root, num_train=synthetic.num_train, num_val=synthetic.num_val,
-                image_size=synthetic.image_size, seed=seed, num_classes=synthetic.num_classes,
-            )
-        else:
-            root = Path(cfg.root)
-            if not root.is_dir():
-                raise DatasetError([f"{root}: data.root is not a directory"])
-        # Relative paths in the manifest are relative to its final directory, not the staging one.
+        root = _source_root(cfg, staging, seed)
+        # Stored paths are relative to the final directory; the staging directory is its sibling,
+        # so resolving them against it during validation reaches the same files.
         problems: list[str] = []
-        base = staging if cfg.dataset == "synthetic" else out_dir
-        table, classes = _read_source(cfg, root, base, problems)
-        if not problems:
-            validate_table(table, len(classes), base, problems)
+        source = read_source(cfg, root, out_dir, staging, problems)
+        if problems and source.table.empty:
+            raise DatasetError(problems)
+        conversions = validate_table(source.table, len(source.classes), staging, problems, cfg.workers)
         if problems:
             raise DatasetError(problems)
-        write_manifest(staging, table, list(classes), {"dataset": cfg.dataset})
-    return summarize(table, classes)
+        table = source.table
+        converted = convert_images(table, conversions, staging, staging)
+        if converted:
+            log.warning("converted %d image(s) to 8-bit RGB copies: %s", sum(converted.values()), dict(converted))
+        finished = source.finish(staging, table) if source.finish is not None else {}
+        write_manifest(staging, table, list(source.classes), {"dataset": cfg.dataset})
+    return summarize(table, source.classes) | {"converted_images": dict(converted), "source": {**source.info, **finished}}
 
 
 def summarize(table: pd.DataFrame, classes: tuple[str, ...]) -> dict:
@@ -59,4 +88,5 @@ def summarize(table: pd.DataFrame, classes: tuple[str, ...]) -> dict:
     per_class = {
         name: int(sum(labels[index] for labels in table["labels"])) for index, name in enumerate(classes)
     }
-    return {"num_images": counts, "num_classes": len(classes), "images_per_class": per_class}
+    masks = {role: int(((table["split"] == role) & (table["mask_path"] != "")).sum()) for role in ("train", "val")}
+    return {"num_images": counts, "num_classes": len(classes), "images_per_class": per_class, "num_masks": masks}

@@ -1,15 +1,35 @@
-"""Check a whole manifest before anything is written, collecting every problem, not just the first."""
+"""Check a whole manifest before anything is written, collecting every problem, not just the first.
+
+Images are fully decoded (a truncated JPEG fails here, not in epoch 3). Pixel formats the
+pipeline cannot read as 8-bit RGB are either converted to an RGB PNG copy, where no information
+a viewer would see is lost, or rejected with the reason:
+
+* converted: 8-bit grey, 1-bit, palette without transparency, CMYK, RGBA/LA whose alpha is fully
+  opaque, 16-bit grey or RGB (scaled to 8 bits), and JPEGs with an EXIF rotation (the copy keeps
+  the stored pixel order, the one VOC and COCO masks are drawn on);
+* rejected: transparent pixels (what lies under them is arbitrary), 16-bit images whose values
+  all lie below 256 (scaling would turn them black), and modes such as 32-bit integer or float.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from bao.data.manifest import join_path
 from bao.data.palette import IGNORE_INDEX, read_mask
+from bao.io import atomic_path
+
+CONVERTED_DIR = "converted"
+EXIF_ORIENTATION = 0x0112
+_CONVERTIBLE_MODES = {"L": "grey", "1": "1-bit", "P": "palette", "CMYK": "cmyk", "RGBA": "alpha", "LA": "alpha", "PA": "alpha"}
 
 
 class DatasetError(ValueError):
@@ -22,18 +42,60 @@ class DatasetError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the input dataset:\n{shown}{more}")
 
 
-def _image_size(path: Path, problems: list[str]) -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class ImageCheck:
+    """What validation learnt about one image: its (H, W), a problem, or the conversion it needs."""
+
+    size: tuple[int, int] | None = None
+    problem: str | None = None
+    conversion: str | None = None
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bits per sample from the PNG header (Pillow silently reads 16-bit RGB as 8-bit)."""
+    with open(path, "rb") as handle:
+        header = handle.read(25)
+    return header[24] if header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 25 else 8
+
+
+def _conversion(image: Image.Image, path: Path) -> tuple[str | None, str | None]:
+    """(conversion kind, problem) for a decoded image; both None for plain 8-bit RGB."""
+    mode = image.mode
+    if mode.startswith("I;16") or (mode in ("RGB", "L") and image.format == "PNG" and _png_bit_depth(path) == 16):
+        high = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if high is None or high.max() < 256:
+            return None, f"{path}: 16-bit image whose values all lie below 256; scaling it to 8 bits would make it black, save it as 8-bit"
+        return "16-bit", None
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        if (alpha < 255).any():
+            return None, f"{path}: image has transparent pixels (mode {mode}); flatten it onto a background first"
+        return "alpha", None
+    if mode == "RGB":
+        return ("exif-rotation", None) if image.getexif().get(EXIF_ORIENTATION, 1) != 1 else (None, None)
+    if mode in _CONVERTIBLE_MODES:
+        return _CONVERTIBLE_MODES[mode], None
+    return None, f"{path}: unsupported pixel mode {mode}; convert it to 8-bit RGB"
+
+
+def inspect_image(path: Path) -> ImageCheck:
+    """Decode ``path`` fully and say whether it can be used as is, after conversion, or not at all."""
     if not path.is_file():
-        problems.append(f"{path}: image file not found")
-        return None
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        problems.append(f"{path}: unreadable or corrupt image")
-        return None
-    return image.shape[:2]
+        return ImageCheck(problem=f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            kind, problem = _conversion(image, path)
+            size = (image.height, image.width)
+    except (OSError, ValueError, SyntaxError) as error:
+        return ImageCheck(problem=f"{path}: unreadable or corrupt image ({error})")
+    return ImageCheck(size=size, problem=problem, conversion=kind)
 
 
 def _check_mask(path: Path, size: tuple[int, int] | None, num_classes: int, problems: list[str]) -> None:
+    if not path.is_file():
+        problems.append(f"{path}: mask file not found")
+        return
     try:
         mask = read_mask(path)
     except (OSError, ValueError) as error:
@@ -41,24 +103,72 @@ def _check_mask(path: Path, size: tuple[int, int] | None, num_classes: int, prob
         return
     if size is not None and mask.shape != size:
         problems.append(f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image {size[1]}x{size[0]}")
-    values = np.unique(mask)
+    values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # present values; faster than np.unique
     bad = values[(values > num_classes) & (values != IGNORE_INDEX)]
     if bad.size:
         problems.append(f"{path}: mask values {bad.tolist()} outside 0..{num_classes} and {IGNORE_INDEX}")
 
 
-def validate_table(table: pd.DataFrame, num_classes: int, base: Path, problems: list[str]) -> None:
-    """Append a problem for each bad row; splits, ids, files, labels and masks are all checked."""
+def _check_row(row, num_classes: int, base: Path) -> tuple[list[str], str | None]:
+    """Problems of one row (image, declared size, labels, mask) and the image's conversion kind."""
+    problems: list[str] = []
+    image_path = join_path(base, row.image_path)
+    check = inspect_image(image_path)
+    if check.problem:
+        problems.append(check.problem)
+    expected = (getattr(row, "height", None), getattr(row, "width", None))
+    if check.size is not None and None not in expected and check.size != tuple(int(v) for v in expected):
+        problems.append(f"{image_path}: image size {check.size[1]}x{check.size[0]} differs from its annotation {expected[1]}x{expected[0]}")
+    if sum(row.labels) == 0:
+        problems.append(f"{image_path}: image {row.image_id!r} has no class labels")
+    if row.mask_path:
+        _check_mask(join_path(base, row.mask_path), check.size, num_classes, problems)
+    return problems, check.conversion
+
+
+def validate_table(
+    table: pd.DataFrame, num_classes: int, base: Path, problems: list[str], workers: int = 1
+) -> dict[str, str]:
+    """Append a problem for each bad row (splits, ids, files, formats, labels, masks are all checked);
+    return {image_id: conversion kind} for the images that need an RGB copy."""
     for role in ("train", "val"):
         if not (table["split"] == role).any():
             problems.append(f"split {role!r} has no images")
-    duplicated = table["image_id"][table["image_id"].duplicated()].unique()
-    for image_id in duplicated:
+    for image_id in table["image_id"][table["image_id"].duplicated()].unique():
         problems.append(f"image id {image_id!r} appears more than once")
-    for row in table.itertuples(index=False):
-        image_path = join_path(base, row.image_path)
-        size = _image_size(image_path, problems)
-        if sum(row.labels) == 0:
-            problems.append(f"{image_path}: image {row.image_id!r} has no class labels")
-        if row.mask_path:
-            _check_mask(join_path(base, row.mask_path), size, num_classes, problems)
+    conversions: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(lambda row: _check_row(row, num_classes, base), table.itertuples(index=False))
+        for row, (row_problems, kind) in zip(table.itertuples(index=False), results):
+            problems.extend(row_problems)
+            if kind is not None:
+                conversions[row.image_id] = kind
+    return conversions
+
+
+def _to_rgb8(path: Path, kind: str) -> np.ndarray:
+    """8-bit RGB pixels of ``path`` in stored order (no EXIF rotation)."""
+    if kind == "16-bit":
+        high = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        low = np.round(high.astype(np.float64) / 257.0).astype(np.uint8)
+        return np.repeat(low[..., None], 3, axis=2) if low.ndim == 2 else cv2.cvtColor(low[..., :3], cv2.COLOR_BGR2RGB)
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def convert_images(table: pd.DataFrame, conversions: dict[str, str], base: Path, staging: Path) -> Counter:
+    """Write an RGB PNG copy of each image in ``conversions`` under ``staging``; point the table at it.
+
+    Returns how many images were converted, by kind (reported as warnings)."""
+    counts: Counter = Counter()
+    if not conversions:
+        return counts
+    (staging / CONVERTED_DIR).mkdir(parents=True, exist_ok=True)
+    for index, row in table[table["image_id"].isin(conversions)].iterrows():
+        kind = conversions[row.image_id]
+        relative = f"{CONVERTED_DIR}/{row.image_id}.png"
+        with atomic_path(staging / relative) as temp:
+            Image.fromarray(_to_rgb8(join_path(base, row.image_path), kind)).save(temp, format="PNG")
+        table.at[index, "image_path"] = relative
+        counts[kind] += 1
+    return counts

@@ -36,7 +36,13 @@ def class_names_with_background(manifest: Manifest) -> list[str]:
 
 
 def threshold_sweep(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device) -> dict:
-    """mIoU of CAM pseudo-labels at each t; the best t is chosen with ground truth (an oracle)."""
+    """mIoU of CAM pseudo-labels at each t; the best t is chosen with ground truth (an oracle).
+
+    Without any training mask there is nothing to score: every mIoU is None and
+    ``ground_truth_available`` is False (no inference is run for nothing)."""
+    if not (manifest.split("train")["mask_path"] != "").any():
+        curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
+        return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None}
     dataset, loader = _train_images(manifest, cfg)
     matrices = [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]
     for index, maps, labels, _ in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "threshold sweep"):
@@ -51,7 +57,7 @@ def threshold_sweep(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConf
     results = [matrix.compute(names) for matrix in matrices]
     curve = [{"threshold": round(t, 6), "miou": r["miou"]} for t, r in zip(cfg.thresholds, results)]
     best = int(np.nanargmax([point["miou"] for point in curve]))
-    return {"curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best]}
+    return {"ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best]}
 
 
 def _score(matrix: ConfusionMatrix, dataset: ImageLabelDataset, index: int, prediction: np.ndarray) -> None:

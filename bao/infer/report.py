@@ -12,12 +12,33 @@ def baseline_at(sweep: dict, threshold: float) -> float:
     return nearest["miou"]
 
 
+BAO_KEYS = ("pseudo_miou_bao", "pseudo_pixel_accuracy_bao", "bao_minus_best_baseline")
+BASELINE_KEYS = (
+    "baseline_best_t", "baseline_best_miou", "baseline_worst_t", "baseline_worst_miou",
+    "baseline_mid_t", "baseline_mid_miou", "baseline_range_0.1_0.9", "baseline_per_class_iou",
+)
+
+
+def no_ground_truth_metrics() -> dict:
+    """The same keys with null values, and a flag that says why: the training split has no masks."""
+    return {
+        "ground_truth_available": False,
+        **dict.fromkeys(BAO_KEYS),
+        "baseline_best_is_oracle": True,
+        **dict.fromkeys(BASELINE_KEYS),
+        "bao_per_class_iou": None,
+    }
+
+
 def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
     """BAO's pseudo-label mIoU next to the baseline's best (an oracle: t picked with ground truth),
     worst and middle t within [0.1, 0.9]."""
+    if sweep.get("best") is None:
+        return no_ground_truth_metrics()
     inner = [p for p in sweep["curve"] if 0.1 - 1e-9 <= p["threshold"] <= 0.9 + 1e-9] or sweep["curve"]
     worst = min(inner, key=lambda point: point["miou"])
     metrics = {
+        "ground_truth_available": True,
         "baseline_best_t": sweep["best_threshold"],
         "baseline_best_miou": sweep["best"]["miou"],
         "baseline_best_is_oracle": True,

@@ -25,11 +25,24 @@ def predict_split(model: nn.Module, manifest: Manifest, split: str, out_dir: Pat
         save_mask(out_dir / f"{dataset.image_id(index)}.png", predict_segmentation(model, batch["image"][0], device))
 
 
-def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: int | None = None) -> dict:
-    """mIoU of ``pred_dir/<id>.png`` against the split's ground-truth masks, keyed by class name."""
+def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: int | None = None) -> dict | None:
+    """mIoU of ``pred_dir/<id>.png`` against the split's ground-truth masks, keyed by class name;
+    None when the split has no mask at all (a folder dataset without masks/)."""
     rows = manifest.split(split)
     rows = rows[rows["mask_path"] != ""]
     if rows.empty:
-        raise ValueError(f"split {split!r} has no ground-truth masks to evaluate against")
+        return None
     pairs = [(manifest.resolve(row.mask_path), Path(pred_dir) / f"{row.image_id}.png") for row in rows.itertuples()]
     return evaluate_pairs(pairs, manifest.num_classes + 1, workers).compute(["background", *manifest.classes])
+
+
+def evaluation_metrics(val: dict | None, pseudo: dict | None) -> dict:
+    """The evaluate stage's numbers; null where a split has no ground truth, with flags saying so."""
+    return {
+        "val_miou": val["miou"] if val else None,
+        "val_pixel_accuracy": val["pixel_accuracy"] if val else None,
+        "pseudo_label_miou": pseudo["miou"] if pseudo else None,
+        "val_per_class_iou": val["per_class_iou"] if val else None,
+        "val_ground_truth_available": val is not None,
+        "train_ground_truth_available": pseudo is not None,
+    }
