@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bao.config import ModelConfig, PseudoLabelConfig
+from bao.config import CrfConfig, ModelConfig, PseudoLabelConfig
 from bao.data.manifest import read_manifest
 from bao.data.prepare import prepare_dataset
 from bao.infer.pipeline import bao_pseudo_labels, threshold_sweep
@@ -45,8 +45,10 @@ def test_sweep_and_comparison_are_null_with_a_flag(manifest):
 
 def test_pseudo_labels_are_written_without_ground_truth(manifest, tmp_path: Path):
     torch.manual_seed(0)
-    scores = bao_pseudo_labels(create_bao_net(MODEL, manifest.num_classes), manifest, CFG, torch.device("cpu"), tmp_path)
-    assert scores is None
+    crf = CrfConfig(enabled=False, iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3,
+                    bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, num_workers=0)
+    scores, gallery = bao_pseudo_labels(create_bao_net(MODEL, manifest.num_classes), manifest, CFG, crf, torch.device("cpu"), tmp_path)
+    assert scores == {"bao": None, "bao_crf": None} and gallery == {}
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(manifest.split("train")["image_id"])
     assert score_predictions(manifest, "train", tmp_path) is None
 
