@@ -70,6 +70,23 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used here; the message names the file and the problem."""
+
+
+def load_torch(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (no code runs from the file); a missing, truncated
+    or foreign file raises an error that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated, corrupt or not a PyTorch file): {reason}") from None
+
+
 def save_torch(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as temp:
         torch.save(obj, temp)

@@ -22,12 +22,14 @@ def main() -> None:
     params, device = start_stage("pseudo_label")
     manifest = read_manifest(MANIFEST_DIR)
     bao_net = create_bao_net(params.model, manifest.num_classes)
-    load_model_state(BAO_CHECKPOINT, bao_net)
+    load_model_state(BAO_CHECKPOINT, bao_net, manifest.classes)
+    sweep = read_json(SWEEP)
+    # metrics made before the PNGs move into place: a failure leaves every previous output as it was
     with atomic_dir(PSEUDO_LABELS) as staging:
         bao = bao_pseudo_labels(bao_net.to(device), manifest, params.pseudo_label, device, Path(staging))
-    sweep = read_json(SWEEP)
-    metrics = comparison_metrics(bao, sweep)
-    write_csv(PLOT, sweep_plot_rows(sweep, bao))
+        metrics = comparison_metrics(bao, sweep)
+        rows = sweep_plot_rows(sweep, bao)
+    write_csv(PLOT, rows)
     write_json(METRICS, metrics)
     log.info("BAO mIoU=%s; baseline best t=%s mIoU=%s", metrics.get("pseudo_miou_bao"), metrics["baseline_best_t"], metrics["baseline_best_miou"])
 

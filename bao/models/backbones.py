@@ -8,6 +8,8 @@ import timm
 import torch
 from torch import nn
 
+from bao.io import CheckpointError, load_torch
+
 
 class TimmFeatures(nn.Module):
     """The last stage of a timm model created with ``features_only``, at the requested stride."""
@@ -24,17 +26,33 @@ class TimmFeatures(nn.Module):
 
 def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> None:
     """Load local weights (state dict or {'model': state dict}); a mismatch names the keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: backbone checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    load_state_strict(backbone, state, path)
+
+
+def load_state_strict(module: nn.Module, state: dict, path: str | Path) -> None:
+    """``load_state_dict`` that first lists what differs (keys, shapes), naming the file."""
+    own = module.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    shapes = [
+        f"{key}: file {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
+    ]
+    problems = []
     if missing:
-        raise ValueError(f"{path}: checkpoint does not fit backbone; missing keys: {missing[:10]} (of {len(missing)})")
+        problems.append(f"missing keys {missing[:5]} ({len(missing)} in all)")
     if unexpected:
-        raise ValueError(f"{path}: checkpoint has unexpected keys: {unexpected[:10]} (of {len(unexpected)})")
+        problems.append(f"unexpected keys {unexpected[:5]} ({len(unexpected)} in all)")
+    if shapes:
+        problems.append(f"shape mismatch {shapes[:3]} ({len(shapes)} in all; another class count or backbone?)")
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not fit this {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state)
 
 
 def create_backbone(name: str, pretrained: bool, output_stride: int, checkpoint: str | None = None) -> TimmFeatures:
