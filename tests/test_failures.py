@@ -336,3 +336,131 @@ def test_synthetic_class_limit_matches_the_generator():
 def test_default_params_are_valid():
     params = load_params(REPO / "params.yaml")
     assert params.train_cam.checkpoint_every >= 0 and params.bao.checkpoint_every >= 0 and params.train_seg.checkpoint_every >= 0
+
+
+# --- the real stage, killed with SIGKILL mid-epoch and rerun -----------------------------------
+
+TINY_REPO_OVERRIDES = {
+    "model": {"backbone": "test_resnet"},
+    "data": {"synthetic": {"num_train": 32, "num_val": 4, "image_size": 32, "num_classes": 3}},
+    "train_cam": {"epochs": 2, "batch_size": 2, "crop_size": 32, "resize_long": [32, 40], "checkpoint_every": 1},
+    "pseudo_label": {"scales": [32], "flip": False, "thresholds": [0.3, 0.6]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A repo copy with tiny params and its prepared synthetic data."""
+    import os
+
+    from pipeline_utils import make_repo_copy
+
+    import stages.prepare
+
+    repo = make_repo_copy(tmp_path_factory.mktemp("tiny") / "repo", TINY_REPO_OVERRIDES)
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        stages.prepare.main()
+    finally:
+        os.chdir(cwd)
+    return repo
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: far faster than two on a busy 2-core machine, and what the subprocess gets."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _snapshot(repo: Path, *paths: str) -> dict[str, bytes]:
+    files = [p for path in paths for p in ([repo / path] if (repo / path).is_file() else sorted((repo / path).rglob("*")))]
+    return {str(file.relative_to(repo)): file.read_bytes() for file in files if file.is_file()}
+
+
+def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_repo, monkeypatch, one_thread):
+    """A crash half-way through writing the PNGs (disk full, say) changes none of the stage's outputs."""
+    import bao.infer.pipeline
+    import stages.pseudo_label
+    import stages.threshold_baseline
+    from bao.models import create_bao_net
+
+    monkeypatch.chdir(tiny_repo)
+    params = load_params()
+    classes = ["disc", "square", "triangle"]
+    torch.manual_seed(0)
+    save_model("models/cam.pt", create_cam_net(params.model, 3), {"classes": classes})
+    save_model("models/bao.pt", create_bao_net(params.model, 3), {"classes": classes})
+    stages.threshold_baseline.main()
+    stages.pseudo_label.main()
+    outputs = ("results/pseudo_labels", "metrics/pseudo_label.json", "plots/threshold_sweep.csv")
+    before = _snapshot(tiny_repo, *outputs)
+    assert len([name for name in before if name.endswith(".png")]) == 32
+
+    real_save, calls = bao.infer.pipeline.save_mask, []
+
+    def failing_save(path, mask):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        real_save(path, mask)
+
+    monkeypatch.setattr(bao.infer.pipeline, "save_mask", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        stages.pseudo_label.main()
+    assert _snapshot(tiny_repo, *outputs) == before
+    assert _no_temp_left(tiny_repo / "results")
+
+
+def _stage_outputs(repo: Path) -> dict:
+    """What train_cam leaves for DVC: the model's tensors and every DVCLive file's bytes."""
+    live = repo / "dvclive/train_cam"
+    files = {str(path.relative_to(live)): path.read_bytes() for path in sorted(live.rglob("*")) if path.is_file()}
+    return {"model": torch.load(repo / "models/cam.pt", weights_only=True)["model"], "live": files}
+
+
+def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_repo, tmp_path, monkeypatch, caplog, one_thread):
+    """Same seed on CPU: the resumed run's weights and DVCLive files equal an uninterrupted run's bit for bit.
+
+    The killed run is a separate process (SIGKILL: no cleanup, no exception handler runs); the
+    reference and the rerun run in this process to save two interpreter start-ups.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import stages.train_cam
+
+    repo = tiny_repo
+    monkeypatch.chdir(repo)
+    stages.train_cam.main()  # the uninterrupted reference
+    reference = _stage_outputs(repo)
+    for path in ("models/cam.pt", "dvclive/train_cam"):  # what `dvc repro` deletes before a rerun
+        subprocess.run(["rm", "-rf", path], cwd=repo, check=True)
+
+    resume = repo / "checkpoints/train_cam" / RESUME_FILE
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}  # the arithmetic of this process
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "stages.train_cam"], cwd=repo, env=env, stdout=log, stderr=log)
+        while process.poll() is None and not resume.exists():
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    killed_at = torch.load(resume, weights_only=True)
+    assert not killed_at["epoch_finished"] and killed_at["epoch"] == 0, "the kill should land in the first epoch"
+    assert not (repo / "models/cam.pt").exists() and not (repo / "dvclive/train_cam").exists()  # nothing partial
+
+    with caplog.at_level("INFO", logger="bao"):
+        stages.train_cam.main()  # the rerun
+    assert f"resumed from checkpoints/train_cam/{RESUME_FILE} at epoch 0, batch {killed_at['batches_done']}" in caplog.text
+    assert not (repo / "checkpoints").exists()  # removed once the stage succeeded
+    resumed = _stage_outputs(repo)
+    assert resumed["live"] == reference["live"]
+    for name, tensor in reference["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
