@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -14,9 +15,16 @@ from typing import Any
 import torch
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Temp siblings a killed run (SIGKILL: no cleanup) left behind; stages never write one path twice at once."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
     """A fresh name next to ``path``, so the final rename stays on one filesystem."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(handle)
     return Path(name)
@@ -39,6 +47,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces directory ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield temp

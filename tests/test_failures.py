@@ -122,6 +122,12 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, uninterrupted, c
     assert_same_run(toy_run(tmp_path), uninterrupted)
 
 
+def test_rerun_after_a_finished_run_trains_nothing_and_returns_the_same(tmp_path, uninterrupted):
+    """A crash after training (say in validation) resumes at the end: no epoch is trained twice."""
+    toy_run(tmp_path)
+    assert_same_run(toy_run(tmp_path, crash_at=1), uninterrupted)  # step 1 never runs again, so no crash
+
+
 def test_resume_restores_mid_epoch_position(tmp_path):
     with pytest.raises(Crash):
         toy_run(tmp_path, crash_at=5)
@@ -215,6 +221,16 @@ def test_failed_json_write_leaves_previous_file(tmp_path):
     with pytest.raises(TypeError):
         write_json(path, {"miou": object()})
     assert json.loads(path.read_text()) == {"miou": 0.5} and _no_temp_left(tmp_path)
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    (tmp_path / ".cam.pt.abc123.tmp.pt").write_bytes(b"half")
+    (tmp_path / ".pseudo_labels.xyz.tmp").mkdir()
+    (tmp_path / ".pseudo_labels.xyz.tmp/1.png").write_bytes(b"half")
+    write_json(tmp_path / "cam.pt", {})
+    with atomic_dir(tmp_path / "pseudo_labels"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.pt", "pseudo_labels"]
 
 
 def test_failed_directory_write_leaves_previous_directory(tmp_path):
@@ -460,6 +476,7 @@ def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_rep
         stages.train_cam.main()  # the rerun
     assert f"resumed from checkpoints/train_cam/{RESUME_FILE} at epoch 0, batch {killed_at['batches_done']}" in caplog.text
     assert not (repo / "checkpoints").exists()  # removed once the stage succeeded
+    assert _no_temp_left(repo / "dvclive") and _no_temp_left(repo / "models")  # the killed run's temp files too
     resumed = _stage_outputs(repo)
     assert resumed["live"] == reference["live"]
     for name, tensor in reference["model"].items():
