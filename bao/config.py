@@ -7,12 +7,13 @@ typo such as ``bao.lamda`` fails at start with the key's dotted name instead of 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PARAMS_FILE = "params.yaml"
+SYNTHETIC_NUM_SHAPES = 8  # len(bao.data.synthetic.SYNTHETIC_CLASSES); a test keeps them equal
 
 
 class Section(BaseModel):
@@ -23,7 +24,7 @@ class SyntheticConfig(Section):
     num_train: int = Field(ge=1)
     num_val: int = Field(ge=1)
     image_size: int = Field(ge=32)
-    num_classes: int = Field(ge=1)
+    num_classes: int = Field(ge=1, le=SYNTHETIC_NUM_SHAPES)  # one class per shape the generator draws
 
 
 class FolderConfig(Section):
@@ -71,13 +72,15 @@ class LoaderConfig(Section):
     resize_long: tuple[int, int]
     color_jitter: tuple[float, float, float, float]
     num_workers: int = Field(ge=0)
+    checkpoint_every: int = Field(default=200, ge=0)  # optimizer steps between resume checkpoints; 0: epoch ends only
 
-    @model_validator(mode="after")
-    def _check_resize(self) -> "LoaderConfig":
-        low, high = self.resize_long
+    @field_validator("resize_long")
+    @classmethod
+    def _check_resize(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
         if not 0 < low <= high:
-            raise ValueError(f"resize_long must be 0 < min <= max, got {list(self.resize_long)}")
-        return self
+            raise ValueError("resize_long must be [min, max] with 0 < min <= max")
+        return value
 
 
 class CamTrainConfig(LoaderConfig):
@@ -100,18 +103,11 @@ class BaoConfig(LoaderConfig):
 
 
 class PseudoLabelConfig(Section):
-    scales: tuple[int, ...] = Field(min_length=1)
+    # item constraints, so an error names the entry (e.g. pseudo_label.scales.1)
+    scales: tuple[Annotated[int, Field(gt=0)], ...] = Field(min_length=1)
     flip: bool
-    thresholds: tuple[float, ...] = Field(min_length=1)
+    thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
     num_workers: int = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> "PseudoLabelConfig":
-        if any(scale <= 0 for scale in self.scales):
-            raise ValueError(f"scales must all be > 0, got {list(self.scales)}")
-        if any(not 0 <= t < 1 for t in self.thresholds):
-            raise ValueError("thresholds must lie in [0, 1)")
-        return self
 
 
 class CrfConfig(Section):
@@ -173,7 +169,15 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        problems = [
-            f"  {'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-        ]
+        problems = [f"  {_dotted(item['loc'])}: {item['msg']}{_got(item)}" for item in error.errors()]
         raise ParamsError(f"{path}: invalid params\n" + "\n".join(problems)) from None
+
+
+def _dotted(loc: tuple) -> str:
+    """pydantic's error location as the key a user writes: ``bao.lambda``, ``pseudo_label.scales.1``."""
+    return ".".join(str(part) for part in loc)
+
+
+def _got(item: dict) -> str:
+    value = item.get("input")
+    return "" if isinstance(value, dict) else f" (got {value!r})"

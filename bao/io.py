@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -14,9 +15,16 @@ from typing import Any
 import torch
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Temp siblings a killed run (SIGKILL: no cleanup) left behind; stages never write one path twice at once."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 def _temp_sibling(path: Path, suffix: str = "") -> Path:
     """A fresh name next to ``path``, so the final rename stays on one filesystem."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(handle)
     return Path(name)
@@ -39,6 +47,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces directory ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield temp
@@ -68,6 +77,23 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used here; the message names the file and the problem."""
+
+
+def load_torch(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (no code runs from the file); a missing, truncated
+    or foreign file raises an error that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint (truncated, corrupt or not a PyTorch file): {reason}") from None
 
 
 def save_torch(path: str | Path, obj: Any) -> None:

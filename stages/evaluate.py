@@ -21,11 +21,12 @@ def main() -> None:
     manifest = read_manifest(MANIFEST_DIR)
     seg = params.train_seg
     model = create_deeplab(seg.backbone, manifest.num_classes + 1, False, seg.output_stride)
-    load_model_state(CHECKPOINT, model)
+    load_model_state(CHECKPOINT, model, manifest.classes)
+    # scored in the staging directory: a failure leaves the previous predictions and metrics as they were
     with atomic_dir(PREDICTIONS) as staging:
         predict_split(model.to(device), manifest, "val", Path(staging), device, params.evaluate.num_workers)
-    val = score_predictions(manifest, "val", Path(PREDICTIONS), params.evaluate.num_workers or None)
-    pseudo = score_predictions(manifest, "train", Path(PSEUDO_LABELS), params.evaluate.num_workers or None)
+        val = score_predictions(manifest, "val", Path(staging), params.evaluate.num_workers or None)
+        pseudo = score_predictions(manifest, "train", Path(PSEUDO_LABELS), params.evaluate.num_workers or None)
     metrics = evaluation_metrics(val, pseudo)
     write_json(METRICS, metrics)
     log.info("val mIoU=%s, pseudo-label mIoU=%s", metrics["val_miou"], metrics["pseudo_label_miou"])

@@ -27,21 +27,22 @@ def main() -> None:
     params, device = start_stage("pseudo_label")
     manifest = read_manifest(MANIFEST_DIR)
     bao_net = create_bao_net(params.model, manifest.num_classes, use_label_encoder=params.bao.label_encoder)
-    load_model_state(BAO_CHECKPOINT, bao_net)
+    load_model_state(BAO_CHECKPOINT, bao_net, manifest.classes)
+    cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
+    load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
+    sweep = read_json(SWEEP)
+    names = class_names_with_background(manifest)
+    # metrics and figures are made before the PNGs move into place: a failure leaves every previous output as it was
     with atomic_dir(PSEUDO_LABELS) as staging:
         results, gallery = bao_pseudo_labels(
             bao_net.to(device), manifest, params.pseudo_label, params.crf, device, Path(staging), params.report.gallery_size
         )
-    sweep = read_json(SWEEP)
-    metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
-    names = class_names_with_background(manifest)
+        metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
+        rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, sweep["best_threshold"])
+        save_gallery(GALLERY, rows, sweep["best_threshold"])
     write_csv(PLOT, sweep_plot_rows(sweep, results["bao"]))
     write_csv(PER_CLASS_BAO, per_class_rows(results["bao"], names))
     write_csv(PER_CLASS_BASELINE, per_class_rows(sweep["best"], names))
-    cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
-    load_model_state(CAM_CHECKPOINT, cam_net)
-    rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, sweep["best_threshold"])
-    save_gallery(GALLERY, rows, sweep["best_threshold"])
     write_json(METRICS, metrics)
     log.info("BAO mIoU=%s (CRF: %s); baseline best t=%s mIoU=%s", metrics.get("pseudo_miou_bao"),
              metrics.get("pseudo_miou_bao_crf"), metrics["baseline_best_t"], metrics["baseline_best_miou"])

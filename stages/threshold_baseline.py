@@ -16,7 +16,7 @@ def main() -> None:
     params, device = start_stage("threshold_baseline")
     manifest = read_manifest(MANIFEST_DIR)
     cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
-    load_model_state(CAM_CHECKPOINT, cam_net)
+    load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
     sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device)
     write_json(SWEEP, sweep)
     if sweep["best"] is None:

@@ -1,7 +1,7 @@
 """Stage 3: train BAO's background-aware activation map (teacher/student, balanced loss)."""
 
 from bao.data.manifest import read_manifest
-from bao.stage import open_live, start_stage
+from bao.stage import open_live, resume_dir, start_stage
 from bao.train.bao import train_bao_net
 from bao.train.common import save_model
 
@@ -14,8 +14,8 @@ LIVE_DIR = "dvclive/train_bao"
 def main() -> None:
     params, device = start_stage("train_bao")
     manifest = read_manifest(MANIFEST_DIR)
-    with open_live(LIVE_DIR) as live:
-        model, metrics = train_bao_net(manifest, params.model, params.bao, CAM_CHECKPOINT, device, params.seed, live)
+    with resume_dir("train_bao") as checkpoints, open_live(LIVE_DIR) as live:
+        model, metrics = train_bao_net(manifest, params.model, params.bao, CAM_CHECKPOINT, device, params.seed, live, checkpoints)
         save_model(CHECKPOINT, model, {"classes": list(manifest.classes), "seed": params.seed})
         for name, value in metrics.items():
             live.summary[name] = value

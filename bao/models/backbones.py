@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 log = logging.getLogger("bao")
+from bao.io import CheckpointError, load_torch
 
 
 class TimmFeatures(nn.Module):
@@ -44,12 +45,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: backbone checkpoint (model.checkpoint) not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path)
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict")
+        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
@@ -80,6 +81,27 @@ def load_backbone_checkpoint(backbone: nn.Module, path: str | Path) -> None:
     module = backbone.checkpoint_module()
     loadable = fit_state_dict(module.state_dict(), read_state_dict(path), getattr(backbone, "head_prefixes", ()), str(path))
     module.load_state_dict(loadable, strict=False)
+
+
+def load_state_strict(module: nn.Module, state: dict, path: str | Path) -> None:
+    """``load_state_dict`` that first lists what differs (keys, shapes), naming the file."""
+    own = module.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    shapes = [
+        f"{key}: file {tuple(state[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own if key in state and hasattr(state[key], "shape") and state[key].shape != own[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:5]} ({len(missing)} in all)")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:5]} ({len(unexpected)} in all)")
+    if shapes:
+        problems.append(f"shape mismatch {shapes[:3]} ({len(shapes)} in all; another class count or backbone?)")
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not fit this {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state)
 
 
 def create_backbone(name: str, pretrained: bool, output_stride: int, checkpoint: str | None = None) -> TimmFeatures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -12,6 +13,7 @@ from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, soft_ce, teacher_targets
 from bao.models import BaoNet, create_bao_net
+from bao.train.checkpoint import resume_hook, run_fingerprint
 from bao.train.common import LiveHook, load_model_state, make_loader
 from bao.train.ema import TeacherSchedule, copy_weights, ema_update
 from bao.train.engine import Hook, LoopState, create_optimizer, create_scheduler, train_loop
@@ -29,6 +31,12 @@ class TeacherHook(Hook):
             copy_weights(self.teacher, self.student)
         else:
             ema_update(self.teacher, self.student, momentum)
+
+    def state_dict(self) -> dict:
+        return {"teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.teacher.load_state_dict(state["teacher"])
 
 
 def bao_losses(outputs: dict, teacher_cams: torch.Tensor, labels: torch.Tensor, cfg: BaoConfig, epoch: int) -> dict[str, torch.Tensor]:
@@ -56,12 +64,14 @@ def make_teacher(student: BaoNet, cfg: BaoConfig, iters_per_epoch: int) -> tuple
 
 
 def train_bao_net(
-    manifest: Manifest, model_cfg: ModelConfig, cfg: BaoConfig, cam_checkpoint: str, device: torch.device, seed: int, live
+    manifest: Manifest, model_cfg: ModelConfig, cfg: BaoConfig, cam_checkpoint: str, device: torch.device, seed: int, live,
+    resume_dir: str | Path | None = None,
 ) -> tuple[BaoNet, dict[str, float]]:
+    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
     loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
     student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder)
-    load_model_state(cam_checkpoint, student.cam_net)
+    load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
     student.to(device)
     teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
     optimizer = create_optimizer(student.parameters(), cfg.lr, cfg.weight_decay)
@@ -74,6 +84,8 @@ def train_bao_net(
         return bao_losses(student(images, labels, refine=True), teacher_cams, labels, cfg, state.epoch)
 
     hooks = [*teacher_hooks, LiveHook(live, optimizer)]
-    state = train_loop(step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao")
+    fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [cam_checkpoint, model_cfg.checkpoint])
+    state = train_loop(step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao",
+                       resume_hook(resume_dir, cfg.checkpoint_every, fingerprint))
     final = state.history[-1]
     return student, {"final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"]}

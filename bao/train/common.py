@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from bao.io import save_torch
+from bao.io import CheckpointError, load_torch, save_torch
+from bao.models.backbones import load_state_strict
 from bao.runtime import seed_worker
 from bao.train.engine import Hook, LoopState
 
 
+class ResumableBatchSampler(BatchSampler):
+    """A BatchSampler that can drop the first batches of its next epoch without loading them.
+
+    Mid-epoch resume draws the same permutation (same sampler generator state) and skips the
+    index lists of the batches already trained on.
+    """
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool):
+        super().__init__(sampler, batch_size, drop_last)
+        self._skip = 0
+
+    def skip_next(self, batches: int) -> None:
+        self._skip = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, drop_last: bool = False) -> DataLoader:
-    """Seeded shuffling and worker seeds, so a CPU run repeats exactly."""
-    generator = torch.Generator().manual_seed(seed)
+    """Seeded shuffling and worker seeds, so a CPU run repeats exactly.
+
+    The shuffle has its own generator (not the loader's, which seeds workers), so the order of
+    an epoch depends only on that generator's state at the epoch start: what resume restores.
+    """
+    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
+        batch_sampler=ResumableBatchSampler(sampler, batch_size, drop_last and len(dataset) > batch_size),
         num_workers=num_workers,
-        drop_last=drop_last and len(dataset) > batch_size,
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=seed_worker,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
     )
 
@@ -35,12 +59,25 @@ class LiveHook(Hook):
     def __init__(self, live, optimizer: torch.optim.Optimizer):
         self.live = live
         self.optimizer = optimizer
+        self.logged: list[dict[str, float]] = []
 
     def after_epoch(self, state: LoopState, epoch_losses: dict[str, float]) -> None:
-        for name, value in epoch_losses.items():
-            self.live.log_metric(f"train/{name}", value)
-        self.live.log_metric("train/lr", self.optimizer.param_groups[0]["lr"])
+        row = {f"train/{name}": value for name, value in epoch_losses.items()}
+        self._log(row | {"train/lr": self.optimizer.param_groups[0]["lr"]})
+
+    def _log(self, row: dict[str, float]) -> None:
+        for name, value in row.items():
+            self.live.log_metric(name, value)
         self.live.next_step()
+        self.logged.append(row)
+
+    def state_dict(self) -> dict:
+        return {"logged": list(self.logged)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """DVC deleted the DVCLive outputs before the rerun: log the epochs done before the crash again."""
+        for row in state["logged"]:
+            self._log(row)
 
 
 def save_model(path: str | Path, model: nn.Module, extra: dict) -> None:
@@ -48,13 +85,18 @@ def save_model(path: str | Path, model: nn.Module, extra: dict) -> None:
     save_torch(path, {"model": model.state_dict(), **extra})
 
 
-def load_model_state(path: str | Path, model: nn.Module) -> dict:
+def load_model_state(path: str | Path, model: nn.Module, classes: Sequence[str] | None = None) -> dict:
+    """Load a checkpoint written by ``save_model``; a truncated file, another model or another class
+    list gives an error that names the file and what differs."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError) as error:
-        raise ValueError(f"{path}: checkpoint does not fit this model ({error})") from None
+    checkpoint = load_torch(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise CheckpointError(f"{path}: not a model checkpoint of this project (no 'model' state dict)")
+    saved = checkpoint.get("classes")
+    if classes is not None and saved is not None and list(saved) != list(classes):
+        raise CheckpointError(
+            f"{path}: trained for {len(saved)} classes {list(saved)}, but the dataset has {len(classes)} "
+            f"{list(classes)}; retrain it on this dataset (dvc repro)"
+        )
+    load_state_strict(model, checkpoint["model"], path)
     return checkpoint

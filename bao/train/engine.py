@@ -23,16 +23,38 @@ class LoopState:
     iters_per_epoch: int = 0
     last_finite_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    start_batch: int = 0  # batches of the current epoch done before a mid-epoch resume
+    totals: dict[str, float] = field(default_factory=dict)  # running loss sums of the current epoch
+
+
+@dataclass
+class TrainingRun:
+    """What one run updates; a resume checkpoint holds the state of each of these."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: torch.amp.GradScaler
+    loader: Iterable
+    hooks: Sequence["Hook"]
 
 
 class Hook:
     """Override what you need; every method gets the live loop state."""
+
+    def before_train(self, run: TrainingRun, state: LoopState) -> None: ...
 
     def before_epoch(self, state: LoopState) -> None: ...
 
     def after_step(self, state: LoopState, losses: dict[str, float]) -> None: ...
 
     def after_epoch(self, state: LoopState, epoch_losses: dict[str, float]) -> None: ...
+
+    def state_dict(self) -> dict:
+        """What a resume checkpoint keeps of this hook (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -49,49 +71,82 @@ def train_loop(
     device: torch.device,
     hooks: Sequence[Hook] = (),
     description: str = "train",
+    checkpoint: Hook | None = None,
 ) -> LoopState:
-    """Run ``epochs`` epochs; ``step_fn`` returns named losses that are summed and back-propagated."""
-    state = LoopState(iters_per_epoch=len(loader))
+    """Run ``epochs`` epochs; ``step_fn`` returns named losses that are summed and back-propagated.
+
+    ``checkpoint`` (a CheckpointHook) runs after the other hooks, so it saves what they updated;
+    its ``before_train`` may restore a run that was interrupted.
+    """
+    hooks = [*hooks, checkpoint] if checkpoint is not None else list(hooks)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+    run = TrainingRun(model, optimizer, scheduler, scaler, loader, hooks)
+    state = LoopState(iters_per_epoch=len(loader))
+    for hook in hooks:
+        hook.before_train(run, state)
     while state.epoch < epochs:
         model.train()
         for hook in hooks:
             hook.before_epoch(state)
-        totals: dict[str, float] = {}
-        progress = tqdm(loader, desc=f"{description} epoch {state.epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
-        for state.step_in_epoch, batch in enumerate(progress):
-            with autocast(device):
-                losses = step_fn(to_device(batch, device), state)
-            total = sum(losses.values())
-            _check_finite(total, state)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            values = {name: float(value.detach()) for name, value in losses.items()} | {"loss": float(total.detach())}
-            state.last_finite_loss = values["loss"]
-            state.step += 1
-            for name, value in values.items():
-                totals[name] = totals.get(name, 0.0) + value
-            progress.set_postfix(loss=f"{values['loss']:.4f}")
+        batches = tqdm(
+            epoch_batches(loader, state.start_batch), desc=f"{description} epoch {state.epoch + 1}/{epochs}",
+            initial=state.start_batch, total=state.iters_per_epoch, leave=False, dynamic_ncols=True,
+        )
+        for state.step_in_epoch, batch in enumerate(batches, start=state.start_batch):
+            values = _train_step(step_fn, batch, run, state, device)
+            batches.set_postfix(loss=f"{values['loss']:.4f}")
             for hook in hooks:
                 hook.after_step(state, values)
-        epoch_losses = {name: total / max(1, state.iters_per_epoch) for name, total in totals.items()}
+        epoch_losses = {name: total / max(1, state.iters_per_epoch) for name, total in state.totals.items()}
         state.history.append(epoch_losses)
         for hook in hooks:
             hook.after_epoch(state, epoch_losses)
-        state.epoch += 1
+        state.epoch, state.start_batch, state.totals = state.epoch + 1, 0, {}
     return state
 
 
+def _train_step(step_fn: StepFn, batch: dict, run: TrainingRun, state: LoopState, device: torch.device) -> dict[str, float]:
+    """Forward, finiteness check (before any weight changes), backward, optimizer and LR step."""
+    with autocast(device):
+        losses = step_fn(to_device(batch, device), state)
+    total = sum(losses.values())
+    _check_finite(total, state)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(total).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    values = {name: float(value.detach()) for name, value in losses.items()} | {"loss": float(total.detach())}
+    state.last_finite_loss = values["loss"]
+    state.step += 1
+    for name, value in values.items():
+        state.totals[name] = state.totals.get(name, 0.0) + value
+    return values
+
+
+def epoch_batches(loader: Iterable, start: int) -> Iterable:
+    """The epoch's batches from index ``start`` on, in the same shuffle order as an uninterrupted run.
+
+    The skipped batches are dropped as index lists in the batch sampler, never loaded, so the
+    augmentation RNG is not consumed for them (see ``bao.train.common.ResumableBatchSampler``).
+    """
+    if start:
+        sampler = getattr(loader, "batch_sampler", None)
+        if not hasattr(sampler, "skip_next"):
+            raise TypeError("resuming mid-epoch needs a loader made by bao.train.common.make_loader")
+        sampler.skip_next(start)
+    return loader
+
+
 def _check_finite(total: torch.Tensor, state: LoopState) -> None:
+    """Stop before a NaN/inf loss touches the weights, so no hook (checkpoint included) saves them."""
     value = float(total.detach())
     if not math.isfinite(value):
         raise FloatingPointError(
-            f"loss became {value} at epoch {state.epoch}, step {state.step_in_epoch} (global step {state.step}); "
-            f"last finite loss: {state.last_finite_loss}"
+            f"loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}, batch "
+            f"{state.step_in_epoch + 1}/{state.iters_per_epoch}); last finite loss: {state.last_finite_loss} "
+            f"(step {state.step}). Training stopped; the last good checkpoint is kept."
         )
 
 

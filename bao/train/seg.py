@@ -12,13 +12,16 @@ from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import segmentation_loss
 from bao.models import create_deeplab
+from bao.train.checkpoint import resume_hook, run_fingerprint
 from bao.train.common import LiveHook, make_loader
 from bao.train.engine import create_optimizer, create_scheduler, train_loop
 
 
 def train_segmentation_net(
-    manifest: Manifest, pseudo_label_dir: str | Path, cfg: SegConfig, device: torch.device, seed: int, live
+    manifest: Manifest, pseudo_label_dir: str | Path, cfg: SegConfig, device: torch.device, seed: int, live,
+    resume_dir: str | Path | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
+    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
     loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
@@ -29,5 +32,6 @@ def train_segmentation_net(
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(model(batch["image"]), batch["mask"])}
 
-    state = train_loop(step, model, loader, optimizer, scheduler, cfg.epochs, device, [LiveHook(live, optimizer)], "train_seg")
+    checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, run_fingerprint([cfg], seed, manifest, [pseudo_label_dir]))
+    state = train_loop(step, model, loader, optimizer, scheduler, cfg.epochs, device, [LiveHook(live, optimizer)], "train_seg", checkpoint)
     return model, {"final_loss": state.history[-1]["loss"]}

@@ -1,0 +1,483 @@
+"""Reliability: resume after a crash, atomic outputs, safe checkpoint loading, NaN stops, params checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from bao.config import SYNTHETIC_NUM_SHAPES, ParamsError, load_params
+from bao.data.synthetic import SYNTHETIC_CLASSES
+from bao.io import CheckpointError, atomic_dir, write_json
+from bao.models import create_cam_net
+from bao.runtime import seed_everything
+from bao.stage import open_live, resume_dir
+from bao.train.bao import TeacherHook
+from bao.train.checkpoint import RESUME_FILE, CheckpointHook
+from bao.train.common import LiveHook, load_model_state, make_loader, save_model
+from bao.train.ema import TeacherSchedule
+from bao.train.engine import Hook, create_optimizer, create_scheduler, train_loop
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+# --- a toy run that exercises everything a resume must restore -------------------------------
+
+class NoisyDataset(Dataset):
+    """'Augmentation' drawn from torch, numpy and python RNGs: a resume must restore all three."""
+
+    def __init__(self, size: int = 10):
+        self.x = torch.linspace(-1, 1, size * 4).view(size, 4)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        noise = torch.rand(4) + float(np.random.rand()) + random.random()
+        return {"x": self.x[index] + 0.1 * noise, "y": self.x[index].sum(0, keepdim=True)}
+
+
+class FakeLive:
+    """Records what LiveHook logs, one dict per DVCLive step."""
+
+    def __init__(self):
+        self.rows, self.current = [], {}
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.current[name] = value
+
+    def next_step(self) -> None:
+        self.rows.append(self.current)
+        self.current = {}
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashHook(Hook):
+    """Dies after global step ``at`` (before the checkpoint hook, which runs last, could save it)."""
+
+    def __init__(self, at: int | None):
+        self.at = at
+
+    def after_step(self, state, losses) -> None:
+        if state.step == self.at:
+            raise Crash(f"crash at step {state.step}")
+
+
+def toy_run(directory: Path | None, crash_at: int | None = None, every: int = 2, nan_at: int | None = None, fingerprint: str = "f"):
+    """3 epochs of 3 batches with an EMA teacher, DVCLive logging and a resume checkpoint."""
+    seed_everything(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    teacher = copy.deepcopy(model).requires_grad_(False)
+    loader = make_loader(NoisyDataset(10), 3, True, 0, seed=0, drop_last=True)
+    optimizer = create_optimizer(model.parameters(), 1e-2, 1e-4)
+    scheduler = create_scheduler(optimizer, 3 * len(loader))
+    live = FakeLive()
+    hooks = [TeacherHook(teacher, model, TeacherSchedule(0.9, 1.0, 3)), LiveHook(live, optimizer), CrashHook(crash_at)]
+
+    def step(batch, state):
+        if nan_at is not None and state.step + 1 == nan_at:
+            return {"loss_mse": torch.tensor(float("nan"), requires_grad=True)}
+        return {"loss_mse": F.mse_loss(model(batch["x"]), batch["y"])}
+
+    checkpoint = CheckpointHook(directory, fingerprint, every) if directory is not None else None
+    state = train_loop(step, model, loader, optimizer, scheduler, 3, CPU, hooks, "toy", checkpoint)
+    return {"model": model.state_dict(), "teacher": teacher.state_dict(), "history": state.history,
+            "live": live.rows, "lr": optimizer.param_groups[0]["lr"], "step": state.step}
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    for key in ("model", "teacher"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
+    assert a["history"] == b["history"] and a["live"] == b["live"] and a["lr"] == b["lr"] and a["step"] == b["step"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return toy_run(None)
+
+
+@pytest.mark.parametrize("crashes", [(3,), (5,), (7,), (5, 8), (2, 2)])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, uninterrupted, crashes):
+    """Checkpoints at steps 2, 4, 8 (every=2) and 3, 6, 9 (epoch ends): crash after 3 resumes
+    mid-epoch 0, after 5 mid-epoch 1, after 7 at an epoch start; (5, 8) crashes twice; (2, 2)
+    crashes before any checkpoint, then again at the same point, then runs clean."""
+    for crash_at in crashes:
+        with pytest.raises(Crash):
+            toy_run(tmp_path, crash_at)
+    assert_same_run(toy_run(tmp_path), uninterrupted)
+
+
+def test_rerun_after_a_finished_run_trains_nothing_and_returns_the_same(tmp_path, uninterrupted):
+    """A crash after training (say in validation) resumes at the end: no epoch is trained twice."""
+    toy_run(tmp_path)
+    assert_same_run(toy_run(tmp_path, crash_at=1), uninterrupted)  # step 1 never runs again, so no crash
+
+
+def test_resume_restores_mid_epoch_position(tmp_path):
+    with pytest.raises(Crash):
+        toy_run(tmp_path, crash_at=5)
+    checkpoint = torch.load(tmp_path / RESUME_FILE, weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["batches_done"], checkpoint["step"], checkpoint["epoch_finished"]) == (1, 1, 4, False)
+
+
+def test_checkpoint_with_other_fingerprint_is_ignored(tmp_path, uninterrupted, caplog):
+    with pytest.raises(Crash):
+        toy_run(tmp_path, crash_at=5, fingerprint="old params")
+    result = toy_run(tmp_path, fingerprint="new params")
+    assert "ignoring" in caplog.text and str(tmp_path / RESUME_FILE) in caplog.text
+    assert_same_run(result, uninterrupted)  # trained from the start, not from the stale state
+
+
+def test_truncated_resume_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(Crash):
+        toy_run(tmp_path, crash_at=5)
+    path = tmp_path / RESUME_FILE
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + ".*truncated.*delete"):
+        toy_run(tmp_path)
+
+
+def test_nan_loss_stops_with_step_and_last_finite_loss_and_keeps_last_checkpoint(tmp_path):
+    with pytest.raises(FloatingPointError) as error:
+        toy_run(tmp_path, every=1, nan_at=5)
+    checkpoint = torch.load(tmp_path / RESUME_FILE, weights_only=True)
+    message = str(error.value)
+    assert "loss became nan at step 5 (epoch 2, batch 2/3)" in message
+    assert f"last finite loss: {checkpoint['last_finite_loss']} (step 4)" in message
+    assert checkpoint["step"] == 4  # the save after step 4, not overwritten by the NaN step
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
+
+
+def test_inf_loss_also_stops(tmp_path):
+    def step(batch, state):
+        return {"loss": torch.tensor(float("inf"), requires_grad=True)}
+
+    model = nn.Linear(4, 1)
+    loader = make_loader(NoisyDataset(4), 2, True, 0, seed=0)
+    with pytest.raises(FloatingPointError, match=r"loss became inf at step 1 .*last finite loss: None"):
+        train_loop(step, model, loader, create_optimizer(model.parameters(), 0.1, 0), None, 1, CPU)
+
+
+# --- stage-level: the resume directory and atomic outputs -------------------------------------
+
+def test_resume_dir_is_removed_only_after_success(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError), resume_dir("train_cam") as directory:
+        directory.mkdir(parents=True)
+        (directory / RESUME_FILE).write_bytes(b"x")
+        raise RuntimeError("killed")
+    assert (tmp_path / "checkpoints/train_cam" / RESUME_FILE).exists()
+    with resume_dir("train_cam") as directory:
+        pass
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_checkpoints_are_ignored_by_git_and_not_dvc_outputs():
+    assert "/checkpoints" in (REPO / ".gitignore").read_text().splitlines()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = [next(iter(out)) if isinstance(out, dict) else out for stage in stages.values()
+                for section in ("outs", "metrics", "plots") for out in stage.get(section, [])]
+    assert not [path for path in declared if path.startswith("checkpoints")]
+
+
+def _no_temp_left(directory: Path) -> bool:
+    return not [path for path in directory.iterdir() if path.name.startswith(".")]
+
+
+def test_failed_dvclive_run_leaves_previous_metrics_and_plots(tmp_path):
+    target = tmp_path / "dvclive/train_cam"
+    with open_live(target) as live:
+        live.log_metric("train/loss", 1.0)
+        live.next_step()
+        live.summary["final_loss"] = 1.0
+    before = {path: path.read_bytes() for path in target.rglob("*") if path.is_file()}
+    with pytest.raises(RuntimeError), open_live(target) as live:
+        live.log_metric("train/loss", 2.0)
+        live.next_step()
+        raise RuntimeError("killed mid-training")
+    assert {path: path.read_bytes() for path in target.rglob("*") if path.is_file()} == before
+    assert json.loads((target / "metrics.json").read_text())["final_loss"] == 1.0
+    assert _no_temp_left(target.parent)
+
+
+def test_failed_json_write_leaves_previous_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"miou": 0.5})
+    with pytest.raises(TypeError):
+        write_json(path, {"miou": object()})
+    assert json.loads(path.read_text()) == {"miou": 0.5} and _no_temp_left(tmp_path)
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    (tmp_path / ".cam.pt.abc123.tmp.pt").write_bytes(b"half")
+    (tmp_path / ".pseudo_labels.xyz.tmp").mkdir()
+    (tmp_path / ".pseudo_labels.xyz.tmp/1.png").write_bytes(b"half")
+    write_json(tmp_path / "cam.pt", {})
+    with atomic_dir(tmp_path / "pseudo_labels"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam.pt", "pseudo_labels"]
+
+
+def test_failed_directory_write_leaves_previous_directory(tmp_path):
+    target = tmp_path / "pseudo_labels"
+    with atomic_dir(target) as staging:
+        (staging / "a.png").write_bytes(b"old")
+    with pytest.raises(OSError), atomic_dir(target) as staging:
+        (staging / "a.png").write_bytes(b"new")
+        raise OSError("disk full")
+    assert [p.name for p in target.iterdir()] == ["a.png"] and (target / "a.png").read_bytes() == b"old"
+    assert _no_temp_left(tmp_path)
+
+
+# --- checkpoint loading: wrong model, wrong classes, truncated file ---------------------------
+
+@pytest.fixture(scope="module")
+def cam_checkpoint(tmp_path_factory) -> Path:
+    from bao.config import ModelConfig
+
+    path = tmp_path_factory.mktemp("ckpt") / "cam.pt"
+    model = create_cam_net(ModelConfig(backbone="test_resnet", pretrained=False, output_stride=16), 3)
+    save_model(path, model, {"classes": ["disc", "square", "triangle"]})
+    return path
+
+
+def _cam(num_classes: int, backbone: str = "test_resnet"):
+    from bao.config import ModelConfig
+
+    return create_cam_net(ModelConfig(backbone=backbone, pretrained=False, output_stride=16), num_classes)
+
+
+def test_checkpoint_loads_into_the_same_model(cam_checkpoint):
+    assert load_model_state(cam_checkpoint, _cam(3), ("disc", "square", "triangle"))["classes"] == ["disc", "square", "triangle"]
+
+
+def test_checkpoint_with_other_class_list_names_file_and_counts(cam_checkpoint):
+    with pytest.raises(CheckpointError, match=re.escape(str(cam_checkpoint)) + r": trained for 3 classes .* dataset has 4"):
+        load_model_state(cam_checkpoint, _cam(4), ("disc", "square", "triangle", "star"))
+
+
+def test_checkpoint_with_other_class_count_and_no_class_list_reports_shapes(cam_checkpoint):
+    with pytest.raises(CheckpointError, match=re.escape(str(cam_checkpoint)) + r": checkpoint does not fit .*shape mismatch.*\(4, "):
+        load_model_state(cam_checkpoint, _cam(4))
+
+
+def test_checkpoint_of_another_model_names_file_and_keys(cam_checkpoint):
+    with pytest.raises(CheckpointError, match=re.escape(str(cam_checkpoint)) + r": checkpoint does not fit .*(missing|unexpected) keys"):
+        load_model_state(cam_checkpoint, nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(CheckpointError, match=re.escape(str(cam_checkpoint))):
+        load_model_state(cam_checkpoint, _cam(3, backbone="resnet18"))
+
+
+def test_truncated_checkpoint_names_the_file(cam_checkpoint, tmp_path):
+    truncated = tmp_path / "cam.pt"
+    truncated.write_bytes(cam_checkpoint.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=re.escape(str(truncated)) + r": cannot read checkpoint \(truncated"):
+        load_model_state(truncated, _cam(3))
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": NoisyDataset(2)}, path)  # an arbitrary object: needs unpickling code
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        load_model_state(path, nn.Linear(1, 1))
+
+
+# --- params validation: the error names the dotted key ------------------------------------------
+
+def _params_error(tmp_path: Path, edit) -> str:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as error:
+        load_params(path)
+    return str(error.value)
+
+
+def _set(dotted: str, value):
+    def edit(raw: dict) -> None:
+        *parents, last = dotted.split(".")
+        node = raw
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("bao.lamda", 1.0, "bao.lamda: Extra inputs are not permitted"),
+    ("train_cam.epochs", "ten", "train_cam.epochs: Input should be a valid integer"),
+    ("train_cam.batch_size", 0, "train_cam.batch_size: Input should be greater than or equal to 1 (got 0)"),
+    ("train_seg.batch_size", -4, "train_seg.batch_size: Input should be greater than or equal to 1"),
+    ("bao.lr", 0.0, "bao.lr: Input should be greater than 0"),
+    ("bao.eps", 1.5, "bao.eps: Input should be less than 1"),
+    ("pseudo_label.scales", [96, 0, 128], "pseudo_label.scales.1: Input should be greater than 0 (got 0)"),
+    ("pseudo_label.thresholds", [0.1, 1.2], "pseudo_label.thresholds.1: Input should be less than 1"),
+    ("data.synthetic.num_classes", SYNTHETIC_NUM_SHAPES + 1, f"data.synthetic.num_classes: Input should be less than or equal to {SYNTHETIC_NUM_SHAPES}"),
+    ("data.synthetic.num_classes", 0, "data.synthetic.num_classes: Input should be greater than or equal to 1"),
+    ("train_cam.checkpoint_every", -1, "train_cam.checkpoint_every: Input should be greater than or equal to 0"),
+    ("train_cam.resize_long", [160, 96], "train_cam.resize_long: Value error, resize_long must be [min, max]"),
+    ("model.output_stride", 12, "model.output_stride: Input should be 8, 16 or 32"),
+    ("device", "tpu", "device: Input should be 'auto', 'cpu' or 'cuda'"),
+])
+def test_bad_param_is_named_by_its_dotted_key(tmp_path, dotted, value, expected):
+    message = _params_error(tmp_path, _set(dotted, value))
+    assert str(tmp_path / "params.yaml") in message and expected in message
+
+
+def test_missing_param_is_named(tmp_path):
+    message = _params_error(tmp_path, lambda raw: raw["bao"].pop("eps"))
+    assert "bao.eps: Field required" in message
+
+
+def test_synthetic_class_limit_matches_the_generator():
+    assert SYNTHETIC_NUM_SHAPES == len(SYNTHETIC_CLASSES)
+
+
+def test_default_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.train_cam.checkpoint_every >= 0 and params.bao.checkpoint_every >= 0 and params.train_seg.checkpoint_every >= 0
+
+
+# --- the real stage, killed with SIGKILL mid-epoch and rerun -----------------------------------
+
+TINY_REPO_OVERRIDES = {
+    "model": {"backbone": "test_resnet"},
+    "data": {"synthetic": {"num_train": 32, "num_val": 4, "image_size": 32, "num_classes": 3}},
+    "train_cam": {"epochs": 2, "batch_size": 2, "crop_size": 32, "resize_long": [32, 40], "checkpoint_every": 1},
+    "pseudo_label": {"scales": [32], "flip": False, "thresholds": [0.3, 0.6]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A repo copy with tiny params and its prepared synthetic data."""
+    import os
+
+    from pipeline_utils import make_repo_copy
+
+    import stages.prepare
+
+    repo = make_repo_copy(tmp_path_factory.mktemp("tiny") / "repo", TINY_REPO_OVERRIDES)
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        stages.prepare.main()
+    finally:
+        os.chdir(cwd)
+    return repo
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: far faster than two on a busy 2-core machine, and what the subprocess gets."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _snapshot(repo: Path, *paths: str) -> dict[str, bytes]:
+    files = [p for path in paths for p in ([repo / path] if (repo / path).is_file() else sorted((repo / path).rglob("*")))]
+    return {str(file.relative_to(repo)): file.read_bytes() for file in files if file.is_file()}
+
+
+def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_repo, monkeypatch, one_thread):
+    """A crash half-way through writing the PNGs (disk full, say) changes none of the stage's outputs."""
+    import bao.infer.pipeline
+    import stages.pseudo_label
+    import stages.threshold_baseline
+    from bao.models import create_bao_net
+
+    monkeypatch.chdir(tiny_repo)
+    params = load_params()
+    classes = ["disc", "square", "triangle"]
+    torch.manual_seed(0)
+    save_model("models/cam.pt", create_cam_net(params.model, 3), {"classes": classes})
+    save_model("models/bao.pt", create_bao_net(params.model, 3), {"classes": classes})
+    stages.threshold_baseline.main()
+    stages.pseudo_label.main()
+    outputs = ("results/pseudo_labels", "metrics/pseudo_label.json", "plots/threshold_sweep.csv")
+    before = _snapshot(tiny_repo, *outputs)
+    assert len([name for name in before if name.endswith(".png")]) == 32
+
+    real_save, calls = bao.infer.pipeline.save_mask, []
+
+    def failing_save(path, mask):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        real_save(path, mask)
+
+    monkeypatch.setattr(bao.infer.pipeline, "save_mask", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        stages.pseudo_label.main()
+    assert _snapshot(tiny_repo, *outputs) == before
+    assert _no_temp_left(tiny_repo / "results")
+
+
+def _stage_outputs(repo: Path) -> dict:
+    """What train_cam leaves for DVC: the model's tensors and every DVCLive file's bytes."""
+    live = repo / "dvclive/train_cam"
+    files = {str(path.relative_to(live)): path.read_bytes() for path in sorted(live.rglob("*")) if path.is_file()}
+    return {"model": torch.load(repo / "models/cam.pt", weights_only=True)["model"], "live": files}
+
+
+def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_repo, tmp_path, monkeypatch, caplog, one_thread):
+    """Same seed on CPU: the resumed run's weights and DVCLive files equal an uninterrupted run's bit for bit.
+
+    The killed run is a separate process (SIGKILL: no cleanup, no exception handler runs); the
+    reference and the rerun run in this process to save two interpreter start-ups.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import stages.train_cam
+
+    repo = tiny_repo
+    monkeypatch.chdir(repo)
+    stages.train_cam.main()  # the uninterrupted reference
+    reference = _stage_outputs(repo)
+    for path in ("models/cam.pt", "dvclive/train_cam"):  # what `dvc repro` deletes before a rerun
+        subprocess.run(["rm", "-rf", path], cwd=repo, check=True)
+
+    resume = repo / "checkpoints/train_cam" / RESUME_FILE
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}  # the arithmetic of this process
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "stages.train_cam"], cwd=repo, env=env, stdout=log, stderr=log)
+        while process.poll() is None and not resume.exists():
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    killed_at = torch.load(resume, weights_only=True)
+    assert not killed_at["epoch_finished"] and killed_at["epoch"] == 0, "the kill should land in the first epoch"
+    assert not (repo / "models/cam.pt").exists() and not (repo / "dvclive/train_cam").exists()  # nothing partial
+
+    with caplog.at_level("INFO", logger="bao"):
+        stages.train_cam.main()  # the rerun
+    assert f"resumed from checkpoints/train_cam/{RESUME_FILE} at epoch 0, batch {killed_at['batches_done']}" in caplog.text
+    assert not (repo / "checkpoints").exists()  # removed once the stage succeeded
+    assert _no_temp_left(repo / "dvclive") and _no_temp_left(repo / "models")  # the killed run's temp files too
+    resumed = _stage_outputs(repo)
+    assert resumed["live"] == reference["live"]
+    for name, tensor in reference["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
