@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pytest
+
+from bao.data.palette import save_mask
+from bao.evaluate import evaluate_pairs, load_pair, main, pairs_from_dirs
+from bao.metrics import ConfusionMatrix, confusion_counts
+from benchmarks.evaluator import loop_evaluator_iou
+from benchmarks.masks import blob_mask, predicted_mask
+
+
+@pytest.fixture
+def mask_dirs(tmp_path):
+    rng = np.random.default_rng(1)
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    for index in range(6):
+        gt = blob_mask(rng, 60, 80, 5)
+        save_mask(gt_dir / f"{index}.png", gt)
+        save_mask(pred_dir / f"{index}.png", predicted_mask(rng, gt, 5))
+    return gt_dir, pred_dir
+
+
+def test_counts_equal_a_plain_bincount_for_blobby_and_noisy_masks():
+    rng = np.random.default_rng(0)
+    blobby = blob_mask(rng, 90, 120, 7)
+    noisy = rng.integers(0, 7, (90, 120)).astype(np.uint8)
+    noisy[:4] = 255
+    for gt in (blobby, noisy):
+        pred = predicted_mask(rng, gt, 7)
+        valid = gt != 255
+        expected = np.bincount(gt[valid].astype(int) * 7 + pred[valid], minlength=49).reshape(7, 7)
+        assert np.array_equal(confusion_counts(gt, pred, 7), expected)
+
+
+def test_prediction_255_on_an_ignored_pixel_is_fine_elsewhere_an_error():
+    gt = np.array([[0, 255]], np.uint8)
+    assert confusion_counts(gt, np.array([[1, 255]], np.uint8), 2).tolist() == [[0, 1], [0, 0]]
+    with pytest.raises(ValueError, match=r"prediction has \[255\]"):
+        confusion_counts(gt, np.array([[255, 0]], np.uint8), 2)
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_evaluator_matches_the_per_class_loop(mask_dirs, pool):
+    gt_dir, pred_dir = mask_dirs
+    pairs = pairs_from_dirs(pred_dir, gt_dir, None)
+    matrix = evaluate_pairs(pairs, 5, workers=2, pool=pool)
+    assert np.array_equal(matrix.iou(), loop_evaluator_iou(pairs, 5), equal_nan=True)
+
+
+def test_cli_writes_metrics_for_listed_ids(mask_dirs, tmp_path):
+    gt_dir, pred_dir = mask_dirs
+    ids = tmp_path / "ids.txt"
+    ids.write_text("0\n3\n")
+    out = tmp_path / "metrics.json"
+    main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "5", "--ids", str(ids), "--out", str(out)])
+    expected = ConfusionMatrix(5)
+    for pair in pairs_from_dirs(pred_dir, gt_dir, ["0", "3"]):
+        expected.update(*load_pair(pair))
+    assert json.loads(out.read_text())["miou"] == pytest.approx(expected.compute()["miou"], abs=0)
+
+
+def test_cli_missing_or_mismatched_prediction_is_a_clear_error(mask_dirs, tmp_path, capsys):
+    gt_dir, pred_dir = mask_dirs
+    out = tmp_path / "metrics.json"
+    args = ["--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "5", "--out", str(out)]
+    (pred_dir / "2.png").unlink()
+    with pytest.raises(SystemExit):
+        main(args)
+    assert f"{pred_dir / '2.png'}" in capsys.readouterr().err
+    save_mask(pred_dir / "2.png", np.zeros((60, 81), np.uint8))
+    with pytest.raises(SystemExit):
+        main(args)
+    message = capsys.readouterr().err
+    assert f"{pred_dir / '2.png'}" in message and "81x60" in message
+    save_mask(pred_dir / "2.png", np.full((60, 80), 7, np.uint8))
+    with pytest.raises(SystemExit):
+        main(args)
+    message = capsys.readouterr().err
+    assert f"{pred_dir / '2.png'}" in message and "prediction has [7]" in message
+    assert not out.exists()
