@@ -108,6 +108,7 @@ class PseudoLabelConfig(Section):
     flip: bool
     thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
     num_workers: int = Field(ge=0)
+    batch_size: int = Field(default=4, ge=1)
 
 
 class CrfConfig(Section):
@@ -138,6 +139,16 @@ class EvaluateConfig(Section):
     num_workers: int = Field(ge=0)
 
 
+class RuntimeConfig(Section):
+    """How the hardware is used; results change at most by floating-point rounding."""
+
+    amp: bool = True
+    channels_last: bool = False
+    compile: bool = False
+    pin_memory: bool = True
+    prefetch_factor: int = Field(default=2, ge=1)
+
+
 class Params(Section):
     seed: int
     device: Literal["auto", "cpu", "cuda"]
@@ -150,6 +161,7 @@ class Params(Section):
     report: ReportConfig
     train_seg: SegConfig
     evaluate: EvaluateConfig
+    runtime: RuntimeConfig = RuntimeConfig()
 
 
 class ParamsError(ValueError):

@@ -7,9 +7,11 @@ writes files. Run as ``python -m stages.<name>`` the same code sees a world of o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -117,3 +119,23 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+@contextlib.contextmanager
+def shared_atomic_dir(path):
+    """``bao.io.atomic_dir`` for a directory every process fills with its own shard of files:
+    rank 0 creates the staging directory and, once all processes are done, commits it."""
+    from bao.io import atomic_dir
+
+    if not is_distributed():
+        with atomic_dir(path) as staging:
+            yield staging
+        return
+    if is_main_process():
+        with atomic_dir(path) as staging:
+            broadcast_object(str(staging))
+            yield staging
+            barrier()
+    else:
+        yield Path(broadcast_object(None))
+        barrier()

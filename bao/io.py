@@ -99,3 +99,38 @@ def load_torch(path: str | Path) -> Any:
 def save_torch(path: str | Path, obj: Any) -> None:
     with atomic_path(path) as temp:
         torch.save(obj, temp)
+
+
+class BoundedPool:
+    """A few threads for per-image output work (PNG encoding, scoring) while the model runs on.
+
+    At most ``max_pending`` tasks wait at once, so memory stays flat however many images there
+    are; results come back in submission order through ``submit``'s return value and ``drain``.
+    """
+
+    def __init__(self, workers: int = 2, max_pending: int = 16):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max(1, workers))
+        self.pending: deque = deque()
+        self.max_pending = max(1, max_pending)
+
+    def submit(self, function, *args) -> list:
+        """Queue one task; returns the results of the oldest tasks it had to wait for."""
+        self.pending.append(self.pool.submit(function, *args))
+        done = []
+        while len(self.pending) > self.max_pending:
+            done.append(self.pending.popleft().result())
+        return done
+
+    def drain(self) -> list:
+        results = [future.result() for future in self.pending]
+        self.pending.clear()
+        return results
+
+    def __enter__(self) -> "BoundedPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)

@@ -40,6 +40,8 @@ def confusion_counts(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_
     A class index >= K in the ground truth (other than ``ignore_index``) or in the prediction of
     a non-ignored pixel is an error naming the values.
     """
+    if np.shape(gt) != np.shape(pred):
+        raise ValueError(f"ground truth {np.shape(gt)} and prediction {np.shape(pred)} differ in shape")
     k = num_classes
     gt_values, pred_values, lengths = pixel_runs(as_mask_bytes(gt), as_mask_bytes(pred))
     rows = np.minimum(gt_values, k).astype(np.intp)  # row k: invalid ground truth
@@ -65,8 +67,6 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        if np.shape(gt) != np.shape(pred):
-            raise ValueError(f"ground truth {np.shape(gt)} and prediction {np.shape(pred)} differ in shape")
         self.matrix += confusion_counts(gt, pred, self.num_classes, self.ignore_index)
 
     def add(self, matrix: np.ndarray) -> None:

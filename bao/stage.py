@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 
 from bao.config import Params, load_params
+from bao.distributed import get_rank, get_world_size, init_distributed, is_main_process
 from bao.io import atomic_dir
 from bao.runtime import resolve_device, seed_everything
 
@@ -19,21 +21,46 @@ CHECKPOINT_ROOT = "checkpoints"
 
 
 def start_stage(name: str, params_file: str = "params.yaml") -> tuple[Params, torch.device]:
-    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    """Also joins the process group when launched by ``torchrun`` (then only rank 0 logs INFO)."""
     params = load_params(params_file)
     device = resolve_device(params.device)
+    if init_distributed(device.type):
+        atexit.register(_leave_process_group)
+    level = logging.INFO if is_main_process() else logging.WARNING
+    logging.basicConfig(level=level, format=f"[{name}{f' rank {get_rank()}' if get_world_size() > 1 else ''}] %(message)s")
     seed_everything(params.seed)
-    log.info("device=%s seed=%d", device, params.seed)
+    log.info("device=%s seed=%d processes=%d", device, params.seed, get_world_size())
     return params, device
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class NullLive:
+    """What processes other than rank 0 log to: nothing (only rank 0 writes files)."""
+
+    def __init__(self):
+        self.summary: dict = {}
+
+    def log_metric(self, *args, **kwargs) -> None: ...
+
+    def next_step(self) -> None: ...
 
 
 @contextlib.contextmanager
 def open_live(directory: str | Path) -> Iterator:
-    """A DVCLive logger that leaves dvc.yaml alone (plots are declared there by hand).
+    """A DVCLive logger that leaves dvc.yaml alone (plots are declared there by hand); rank 0 only.
 
     It writes into a temporary directory that replaces ``directory`` only when the block ends
     without error, so a failed run never leaves partial metrics or plots behind.
     """
+    if not is_main_process():
+        yield NullLive()
+        return
     from dvclive import Live
 
     with atomic_dir(directory) as staging, Live(str(staging), save_dvc_exp=False, dvcyaml=False) as live:
@@ -49,6 +76,8 @@ def resume_dir(stage: str) -> Iterator[Path]:
     """
     directory = Path(CHECKPOINT_ROOT) / stage
     yield directory
+    if not is_main_process():
+        return
     shutil.rmtree(directory, ignore_errors=True)
     with contextlib.suppress(OSError):
         directory.parent.rmdir()  # only if no other stage's checkpoint is waiting there

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from bao.data.manifest import read_manifest
+from bao.distributed import barrier, is_main_process, shared_atomic_dir
 from bao.infer.segment import evaluation_metrics, predict_split, score_predictions
-from bao.io import atomic_dir, write_json
+from bao.io import write_json
 from bao.models import create_deeplab
 from bao.stage import log, start_stage
 from bao.train.common import load_model_state
@@ -22,11 +23,16 @@ def main() -> None:
     seg = params.train_seg
     model = create_deeplab(seg.backbone, manifest.num_classes + 1, False, seg.output_stride)
     load_model_state(CHECKPOINT, model, manifest.classes)
-    # scored in the staging directory: a failure leaves the previous predictions and metrics as they were
-    with atomic_dir(PREDICTIONS) as staging:
-        predict_split(model.to(device), manifest, "val", Path(staging), device, params.evaluate.num_workers)
-        val = score_predictions(manifest, "val", Path(staging), params.evaluate.num_workers or None)
-        pseudo = score_predictions(manifest, "train", Path(PSEUDO_LABELS), params.evaluate.num_workers or None)
+    # scored in the staging directory: a failure leaves the previous predictions and metrics as they were;
+    # under torchrun every process predicts its shard into it and rank 0 scores them all
+    with shared_atomic_dir(PREDICTIONS) as staging:
+        predict_split(model.to(device), manifest, "val", Path(staging), device, params.evaluate.num_workers, params.runtime)
+        barrier()
+        if is_main_process():
+            val = score_predictions(manifest, "val", Path(staging), params.evaluate.num_workers or None)
+            pseudo = score_predictions(manifest, "train", Path(PSEUDO_LABELS), params.evaluate.num_workers or None)
+    if not is_main_process():
+        return
     metrics = evaluation_metrics(val, pseudo)
     write_json(METRICS, metrics)
     log.info("val mIoU=%s, pseudo-label mIoU=%s", metrics["val_miou"], metrics["pseudo_label_miou"])

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 from bao.data.manifest import read_manifest
+from bao.distributed import is_main_process, shared_atomic_dir
 from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_rows
 from bao.infer.report import comparison_metrics, crf_metrics, per_class_rows, sweep_plot_rows
-from bao.io import atomic_dir, read_json, write_csv, write_json
+from bao.io import read_json, write_csv, write_json
 from bao.models import create_bao_net, create_cam_net
 from bao.plots import save_gallery
 from bao.stage import log, start_stage
@@ -32,14 +33,18 @@ def main() -> None:
     load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
     sweep = read_json(SWEEP)
     names = class_names_with_background(manifest)
-    # metrics and figures are made before the PNGs move into place: a failure leaves every previous output as it was
-    with atomic_dir(PSEUDO_LABELS) as staging:
+    # metrics and figures are made before the PNGs move into place: a failure leaves every previous output as it was;
+    # under torchrun every process writes its shard's PNGs and rank 0 alone makes the metrics and figures
+    with shared_atomic_dir(PSEUDO_LABELS) as staging:
         results, gallery = bao_pseudo_labels(
-            bao_net.to(device), manifest, params.pseudo_label, params.crf, device, Path(staging), params.report.gallery_size
+            bao_net.to(device), manifest, params.pseudo_label, params.crf, device, Path(staging), params.report.gallery_size, params.runtime
         )
-        metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
-        rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, sweep["best_threshold"])
-        save_gallery(GALLERY, rows, sweep["best_threshold"])
+        if is_main_process():
+            metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
+            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, sweep["best_threshold"])
+            save_gallery(GALLERY, rows, sweep["best_threshold"])
+    if not is_main_process():
+        return
     write_csv(PLOT, sweep_plot_rows(sweep, results["bao"]))
     write_csv(PER_CLASS_BAO, per_class_rows(results["bao"], names))
     write_csv(PER_CLASS_BASELINE, per_class_rows(sweep["best"], names))

@@ -1,6 +1,7 @@
 """Stage 4a: the conventional baseline, CAM pseudo-labels swept over the background threshold t."""
 
 from bao.data.manifest import read_manifest
+from bao.distributed import is_main_process
 from bao.infer.pipeline import threshold_sweep
 from bao.io import write_json
 from bao.models import create_cam_net
@@ -17,7 +18,9 @@ def main() -> None:
     manifest = read_manifest(MANIFEST_DIR)
     cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
     load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
-    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device)
+    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, params.runtime)
+    if not is_main_process():
+        return
     write_json(SWEEP, sweep)
     if sweep["best"] is None:
         log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")

@@ -1,6 +1,7 @@
 """Stage 5: train DeepLabV3 on BAO's pseudo-labels."""
 
 from bao.data.manifest import read_manifest
+from bao.distributed import is_main_process
 from bao.stage import open_live, resume_dir, start_stage
 from bao.train.common import save_model
 from bao.train.seg import train_segmentation_net
@@ -15,8 +16,9 @@ def main() -> None:
     params, device = start_stage("train_seg")
     manifest = read_manifest(MANIFEST_DIR)
     with resume_dir("train_seg") as checkpoints, open_live(LIVE_DIR) as live:
-        model, metrics = train_segmentation_net(manifest, PSEUDO_LABELS, params.train_seg, device, params.seed, live, checkpoints)
-        save_model(CHECKPOINT, model, {"classes": list(manifest.classes), "seed": params.seed})
+        model, metrics = train_segmentation_net(manifest, PSEUDO_LABELS, params.train_seg, device, params.seed, live, checkpoints, params.runtime)
+        if is_main_process():
+            save_model(CHECKPOINT, model, {"classes": list(manifest.classes), "seed": params.seed})
         for name, value in metrics.items():
             live.summary[name] = value
 

@@ -1,4 +1,10 @@
-"""Stage 4 work: the CAM threshold sweep (an oracle baseline) and BAO's threshold-free pseudo-labels."""
+"""Stage 4 work: the CAM threshold sweep (an oracle baseline) and BAO's threshold-free pseudo-labels.
+
+Both stream the training images through DataLoader workers (decoding), run ``pseudo_label.batch_size``
+images per forward pass on the device, and hand each image's output (PNG writing, scoring
+against its mask) to a small bounded thread pool, so neither the device nor memory waits on the
+disk. Under ``torchrun`` each process takes a shard of the images and the confusion matrices are summed.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +15,70 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from bao.config import CrfConfig, PseudoLabelConfig
+from bao.config import CrfConfig, PseudoLabelConfig, RuntimeConfig
 from bao.data.datasets import ImageLabelDataset, load_image
 from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
 from bao.infer.crf import refine_in_workers
-from bao.infer.predict import iterate_multiscale
+from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
 from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
-from bao.metrics import ConfusionMatrix
+from bao.io import BoundedPool
+from bao.metrics import ConfusionMatrix, confusion_counts
 from bao.train.common import make_loader
 
+OUTPUT_THREADS = 2
 
-def _train_images(manifest: Manifest, cfg: PseudoLabelConfig) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
+
+def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
     dataset = ImageLabelDataset(manifest, "train", eval_transform())
-    return dataset, make_loader(dataset, 1, False, cfg.num_workers, seed=0)
+    loader = make_loader(shard_dataset(dataset), cfg.batch_size, False, cfg.num_workers, 0, runtime=runtime, collate_fn=collate_full_size)
+    return dataset, loader
+
+
+def _gt_path(dataset: ImageLabelDataset, index: int) -> Path | None:
+    stored = dataset.rows.at[index, "mask_path"]
+    return dataset.manifest.resolve(stored) if stored else None
 
 
 def _gt_mask(dataset: ImageLabelDataset, index: int) -> np.ndarray | None:
-    stored = dataset.rows.at[index, "mask_path"]
-    return read_mask(dataset.manifest.resolve(stored)) if stored else None
+    path = _gt_path(dataset, index)
+    return read_mask(path) if path is not None else None
+
+
+def _score(name: str, gt_path: Path | None, predictions: list[np.ndarray], num_classes: int) -> tuple[str, np.ndarray | None]:
+    """(name, (len(predictions), K, K) counts) against the mask at ``gt_path``; None without a mask."""
+    if gt_path is None:
+        return name, None
+    gt = read_mask(gt_path)
+    return name, np.stack([confusion_counts(gt, prediction, num_classes) for prediction in predictions])
+
+
+def _save_and_score(name: str, path: Path, prediction: np.ndarray, gt_path: Path | None, num_classes: int) -> tuple[str, np.ndarray | None]:
+    save_mask(path, prediction)
+    return _score(name, gt_path, [prediction], num_classes)
+
+
+def _add_counts(matrices: dict[str, list[ConfusionMatrix]], results: list[tuple[str, np.ndarray | None]]) -> None:
+    for name, counts in results:
+        if counts is not None:
+            for matrix, matrix_counts in zip(matrices[name], counts):
+                matrix.add(matrix_counts)
+
+
+def _all_reduce(matrices: dict[str, list[ConfusionMatrix]]) -> None:
+    for group in matrices.values():
+        for matrix in group:
+            matrix.all_reduce()
 
 
 def class_names_with_background(manifest: Manifest) -> list[str]:
     return ["background", *manifest.classes]
 
 
-def threshold_sweep(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device) -> dict:
+def threshold_sweep(
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, runtime: RuntimeConfig | None = None
+) -> dict:
     """mIoU of CAM pseudo-labels at each t; the best t is chosen with ground truth (an oracle).
 
     Without any training mask there is nothing to score: every mIoU is None and
@@ -43,67 +86,87 @@ def threshold_sweep(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConf
     if not (manifest.split("train")["mask_path"] != "").any():
         curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
         return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None}
-    dataset, loader = _train_images(manifest, cfg)
-    matrices = [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]
-    for index, maps, labels, _ in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "threshold sweep"):
-        gt = _gt_mask(dataset, index)
-        if gt is None:
-            continue
-        for matrix, prediction in zip(matrices, threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), cfg.thresholds)):
-            matrix.update(gt, prediction)
-    if not any(matrix.matrix.sum() for matrix in matrices):
+    runtime = runtime or RuntimeConfig()
+    dataset, loader = _train_images(manifest, cfg, runtime)
+    matrices = {"sweep": [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]}
+    maps_iter = iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "threshold sweep", runtime.amp, runtime.channels_last)
+    with BoundedPool(OUTPUT_THREADS) as pool:
+        for index, maps, labels in maps_iter:
+            gt_path = _gt_path(dataset, index)
+            if gt_path is not None:
+                predictions = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), cfg.thresholds)
+                _add_counts(matrices, pool.submit(_score, "sweep", gt_path, predictions, manifest.num_classes + 1))
+        _add_counts(matrices, pool.drain())
+    _all_reduce(matrices)
+    if not any(matrix.matrix.sum() for matrix in matrices["sweep"]):
         raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
     names = class_names_with_background(manifest)
-    results = [matrix.compute(names) for matrix in matrices]
+    results = [matrix.compute(names) for matrix in matrices["sweep"]]
     curve = [{"threshold": round(t, 6), "miou": r["miou"]} for t, r in zip(cfg.thresholds, results)]
     best = int(np.nanargmax([point["miou"] for point in curve]))
     return {"ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best]}
 
 
-def _score(matrix: ConfusionMatrix, dataset: ImageLabelDataset, index: int, prediction: np.ndarray) -> None:
-    gt = _gt_mask(dataset, index)
-    if gt is not None:
-        matrix.update(gt, prediction)
-
-
 def bao_pseudo_labels(
-    bao_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, crf: CrfConfig, device: torch.device, out_dir: Path, gallery_size: int = 0
+    bao_net: nn.Module,
+    manifest: Manifest,
+    cfg: PseudoLabelConfig,
+    crf: CrfConfig,
+    device: torch.device,
+    out_dir: Path,
+    gallery_size: int = 0,
+    runtime: RuntimeConfig | None = None,
 ) -> tuple[dict, dict[int, dict]]:
     """Write one palette PNG per training image (CRF-refined when ``crf.enabled``).
 
     Returns metrics ``{"bao": ..., "bao_crf": ...}`` (None where no mask or no CRF) and, for the
-    first ``gallery_size`` images, their BAO label, background score map and CRF label."""
-    dataset, loader = _train_images(manifest, cfg)
-    matrices = {"bao": ConfusionMatrix(manifest.num_classes + 1), "bao_crf": ConfusionMatrix(manifest.num_classes + 1)}
+    first ``gallery_size`` images (of this process's shard), their BAO label, background score map
+    and CRF label."""
+    runtime = runtime or RuntimeConfig()
+    dataset, loader = _train_images(manifest, cfg, runtime)
+    k = manifest.num_classes + 1
+    matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
+    maps_iter = iterate_multiscale(bao_net, loader, device, cfg.scales, cfg.flip, True, "BAO pseudo-labels", runtime.amp, runtime.channels_last)
 
-    def jobs():
-        for index, maps, labels, _ in iterate_multiscale(bao_net, loader, device, cfg.scales, cfg.flip, True, "BAO pseudo-labels"):
-            scores = bao_scores(maps["background"][0], maps["cams"], labels)
-            prediction = scores_to_labels(scores)
-            _score(matrices["bao"], dataset, index, prediction)
-            if len(gallery) < gallery_size:
-                gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
-            present = (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
-            yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, present
+    with BoundedPool(OUTPUT_THREADS) as pool:
 
-    results = refine_in_workers(jobs(), crf) if crf.enabled else ((job[0], job[2]) for job in jobs())
-    for index, final in results:
-        save_mask(out_dir / f"{dataset.image_id(index)}.png", final)
+        def jobs():
+            for index, maps, labels in maps_iter:
+                scores = bao_scores(maps["background"][0], maps["cams"], labels)
+                prediction = scores_to_labels(scores)
+                if len(gallery) < gallery_size:
+                    gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
+                present = (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
+                yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, present
+
         if crf.enabled:
-            _score(matrices["bao_crf"], dataset, index, final)
-            if index in gallery:
-                gallery[index]["bao_crf"] = final
+            def scored_jobs():  # BAO's own labels are scored too, then the CRF's are saved
+                for job in jobs():
+                    _add_counts(matrices, pool.submit(_score, "bao", _gt_path(dataset, job[0]), [job[2]], k))
+                    yield job
+
+            for index, final in refine_in_workers(scored_jobs(), crf):
+                path = Path(out_dir) / f"{dataset.image_id(index)}.png"
+                _add_counts(matrices, pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), k))
+                if index in gallery:
+                    gallery[index]["bao_crf"] = final
+        else:
+            for index, _, prediction, _ in jobs():
+                path = Path(out_dir) / f"{dataset.image_id(index)}.png"
+                _add_counts(matrices, pool.submit(_save_and_score, "bao", path, prediction, _gt_path(dataset, index), k))
+        _add_counts(matrices, pool.drain())
+    _all_reduce(matrices)
     names = class_names_with_background(manifest)
-    return {name: matrix.compute(names) if matrix.matrix.sum() else None for name, matrix in matrices.items()}, gallery
+    return {name: group[0].compute(names) if group[0].matrix.sum() else None for name, group in matrices.items()}, gallery
 
 
 def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, indices, threshold: float) -> dict[int, np.ndarray]:
     """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
     dataset = ImageLabelDataset(manifest, "train", eval_transform())
-    loader = make_loader(Subset(dataset, list(indices)), 1, False, cfg.num_workers, seed=0)
+    loader = make_loader(Subset(dataset, list(indices)), cfg.batch_size, False, cfg.num_workers, seed=0, collate_fn=collate_full_size)
     labels_by_index = {}
-    for index, maps, labels, _ in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):
+    for index, maps, labels in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 

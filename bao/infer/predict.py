@@ -7,48 +7,85 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from bao.infer.multiscale import multiscale_maps
+from bao.distributed import get_world_size, is_main_process, shard
+from bao.infer.multiscale import batched_multiscale_maps
 from bao.runtime import autocast
 
 
+def shard_dataset(dataset: Dataset) -> Dataset:
+    """This process's share of an inference dataset under ``torchrun`` (all of it otherwise);
+    items keep their index in the full dataset."""
+    if get_world_size() == 1:
+        return dataset
+    return Subset(dataset, shard(range(len(dataset))))
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Image-level logits and labels over a loader (for mAP)."""
     model.eval()
     all_logits, all_labels = [], []
     for batch in loader:
-        with autocast(device):
+        with autocast(device, amp):
             all_logits.append(model(batch["image"].to(device))["logits"].float().cpu())
         all_labels.append(batch["labels"])
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
+def collate_full_size(items: list[dict]) -> dict:
+    """Batch of full-size images of different sizes: a list of images, stacked labels and indices."""
+    return {
+        "image": [item["image"] for item in items],
+        "labels": torch.stack([item["labels"] for item in items]),
+        "index": torch.tensor([item["index"] for item in items]),
+    }
+
+
+def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool = True, channels_last: bool = False):
+    """The maps multi-scale inference sums: CAMs, and BAO's background channel (AM channel 0),
+    refined by attention where the model is built for it."""
+
+    def forward(images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            outputs = model(images, labels, refine=True) if with_am else model(images, refine=True)
+        maps = {"cams": outputs["cams"]}
+        if with_am:
+            maps["background"] = outputs["am"][:, :1]
+        return maps
+
+    return forward
+
+
 @torch.no_grad()
 def iterate_multiscale(
-    model: nn.Module, loader: DataLoader, device: torch.device, scales, flip: bool, with_am: bool, desc: str
-) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor, dict]]:
-    """Yield (index, merged maps, labels, item) per image; a loader of batch size 1 and full-size images."""
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    scales,
+    flip: bool,
+    with_am: bool,
+    desc: str,
+    amp: bool = True,
+    channels_last: bool = False,
+) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
+    """Yield (index, merged maps, labels) per image, on ``device``, from a loader that collates
+    full-size images with ``collate_full_size``; each loader batch is one forward pass per scale."""
     model.eval()
-    for batch in tqdm(loader, desc=desc, dynamic_ncols=True):
-        image, labels = batch["image"][0].to(device), batch["labels"][0].to(device)
-
-        def forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            repeated = labels[None].expand(images.shape[0], -1)
-            with autocast(device):
-                outputs = model(images, repeated, refine=True) if with_am else model(images, refine=True)
-            maps = {"cams": outputs["cams"]}
-            if with_am:
-                maps["background"] = outputs["am"][:, :1]
-            return maps
-
-        yield int(batch["index"][0]), multiscale_maps(forward, image, scales, flip), labels, batch
+    forward = map_forward(model, device, with_am, amp, channels_last)
+    for batch in tqdm(loader, desc=desc, dynamic_ncols=True, disable=not is_main_process()):
+        images = [image.to(device, non_blocking=True) for image in batch["image"]]
+        labels = batch["labels"].to(device, non_blocking=True)
+        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales, flip)):
+            yield int(batch["index"][position]), maps, labels[position]
 
 
 @torch.no_grad()
-def predict_segmentation(model: nn.Module, image: torch.Tensor, device: torch.device) -> np.ndarray:
-    with autocast(device):
+def predict_segmentation(model: nn.Module, image: torch.Tensor, device: torch.device, amp: bool = True) -> np.ndarray:
+    with autocast(device, amp):
         logits = model(image[None].to(device))
     return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()

@@ -8,21 +8,31 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bao.config import RuntimeConfig
 from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.palette import save_mask
 from bao.data.transforms import eval_transform
+from bao.distributed import is_main_process
 from bao.evaluate import evaluate_pairs
-from bao.infer.predict import predict_segmentation
+from bao.io import BoundedPool
+from bao.infer.predict import predict_segmentation, shard_dataset
 from bao.train.common import make_loader
 
 
-def predict_split(model: nn.Module, manifest: Manifest, split: str, out_dir: Path, device: torch.device, num_workers: int) -> None:
+def predict_split(
+    model: nn.Module, manifest: Manifest, split: str, out_dir: Path, device: torch.device, num_workers: int, runtime: RuntimeConfig | None = None
+) -> None:
+    """One PNG per image of ``split``; under ``torchrun`` each process predicts its shard."""
+    runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, split, eval_transform())
     model.eval()
-    for batch in tqdm(make_loader(dataset, 1, False, num_workers, seed=0), desc=f"predict {split}", dynamic_ncols=True):
-        index = int(batch["index"][0])
-        save_mask(out_dir / f"{dataset.image_id(index)}.png", predict_segmentation(model, batch["image"][0], device))
+    loader = make_loader(shard_dataset(dataset), 1, False, num_workers, seed=0, runtime=runtime)
+    with BoundedPool(2) as pool:
+        for batch in tqdm(loader, desc=f"predict {split}", dynamic_ncols=True, disable=not is_main_process()):
+            index = int(batch["index"][0])
+            pool.submit(save_mask, out_dir / f"{dataset.image_id(index)}.png", predict_segmentation(model, batch["image"][0], device, runtime.amp))
+        pool.drain()
 
 
 def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: int | None = None) -> dict | None:

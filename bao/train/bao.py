@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from bao.config import BaoConfig, ModelConfig
+from bao.config import BaoConfig, ModelConfig, RuntimeConfig
 from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, soft_ce, teacher_targets
 from bao.models import BaoNet, create_bao_net
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, load_model_state, make_loader
+from bao.train.common import LiveHook, load_model_state, make_loader, prepare_model
 from bao.train.ema import TeacherSchedule, copy_weights, ema_update
 from bao.train.engine import Hook, LoopState, create_optimizer, create_scheduler, train_loop
 
@@ -64,15 +64,23 @@ def make_teacher(student: BaoNet, cfg: BaoConfig, iters_per_epoch: int) -> tuple
 
 
 def train_bao_net(
-    manifest: Manifest, model_cfg: ModelConfig, cfg: BaoConfig, cam_checkpoint: str, device: torch.device, seed: int, live,
+    manifest: Manifest,
+    model_cfg: ModelConfig,
+    cfg: BaoConfig,
+    cam_checkpoint: str,
+    device: torch.device,
+    seed: int,
+    live,
     resume_dir: str | Path | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> tuple[BaoNet, dict[str, float]]:
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
+    runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
     student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder)
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
-    student.to(device)
+    net = prepare_model(student, device, runtime)
     teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
     optimizer = create_optimizer(student.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
@@ -81,11 +89,13 @@ def train_bao_net(
         images, labels = batch["image"], batch["labels"]
         with torch.no_grad():
             teacher_cams = teacher(images, refine=True)["cams"]
-        return bao_losses(student(images, labels, refine=True), teacher_cams, labels, cfg, state.epoch)
+        return bao_losses(net(images, labels, refine=True), teacher_cams, labels, cfg, state.epoch)
 
     hooks = [*teacher_hooks, LiveHook(live, optimizer)]
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [cam_checkpoint, model_cfg.checkpoint])
-    state = train_loop(step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao",
-                       resume_hook(resume_dir, cfg.checkpoint_every, fingerprint))
+    checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
+    state = train_loop(
+        step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao", checkpoint, runtime.amp, runtime.channels_last
+    )
     final = state.history[-1]
     return student, {"final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"]}

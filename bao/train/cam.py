@@ -6,37 +6,55 @@ from pathlib import Path
 
 import torch
 
-from bao.config import CamTrainConfig, ModelConfig
+from bao.config import CamTrainConfig, ModelConfig, RuntimeConfig
+from bao.distributed import gather_tensors
 from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.transforms import eval_transform, train_transform
-from bao.infer.predict import predict_logits
+from bao.infer.predict import predict_logits, shard_dataset
 from bao.losses import classification_loss
 from bao.metrics import mean_average_precision
 from bao.models import CamNet, create_cam_net
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, make_loader
+from bao.train.common import LiveHook, make_loader, prepare_model
 from bao.train.engine import create_optimizer, create_scheduler, train_loop
 
 
 def train_cam_net(
-    manifest: Manifest, model_cfg: ModelConfig, cfg: CamTrainConfig, device: torch.device, seed: int, live,
+    manifest: Manifest,
+    model_cfg: ModelConfig,
+    cfg: CamTrainConfig,
+    device: torch.device,
+    seed: int,
+    live,
     resume_dir: str | Path | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> tuple[CamNet, dict[str, float]]:
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
+    runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
-    model = create_cam_net(model_cfg, manifest.num_classes).to(device)
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    model = create_cam_net(model_cfg, manifest.num_classes)
+    net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
-        return {"loss_cls": classification_loss(model(batch["image"])["logits"], batch["labels"])}
+        return {"loss_cls": classification_loss(net(batch["image"])["logits"], batch["labels"])}
 
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [model_cfg.checkpoint])
     checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
-    state = train_loop(step, model, loader, optimizer, scheduler, cfg.epochs, device, [LiveHook(live, optimizer)], "train_cam", checkpoint)
-    val = ImageLabelDataset(manifest, "val", eval_transform())
-    logits, labels = predict_logits(model, make_loader(val, 1, False, cfg.num_workers, seed), device)
+    hooks = [LiveHook(live, optimizer)]
+    state = train_loop(
+        step, model, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_cam", checkpoint, runtime.amp, runtime.channels_last
+    )
+    logits, labels = validation_logits(model, manifest, cfg.num_workers, device, runtime)
     metrics = {"final_loss": state.history[-1]["loss"], "val_map": mean_average_precision(logits, labels)}
     return model, metrics
+
+
+def validation_logits(model: CamNet, manifest: Manifest, num_workers: int, device: torch.device, runtime: RuntimeConfig):
+    """Val logits and labels; under ``torchrun`` each process scores its shard and all are gathered."""
+    val = shard_dataset(ImageLabelDataset(manifest, "val", eval_transform()))
+    logits, labels = predict_logits(model, make_loader(val, 1, False, num_workers, 0, runtime=runtime), device, runtime.amp)
+    return torch.cat(gather_tensors(logits)), torch.cat(gather_tensors(labels))

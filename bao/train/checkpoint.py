@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel
 
 from bao.data.manifest import Manifest
+from bao.distributed import is_main_process
 from bao.io import CheckpointError, load_torch, save_torch
 from bao.models.backbones import load_state_strict
 from bao.train.engine import Hook, LoopState, TrainingRun
@@ -65,6 +66,8 @@ class CheckpointHook(Hook):
         self.save(state, epoch_finished=True)
 
     def save(self, state: LoopState, epoch_finished: bool) -> None:
+        if not is_main_process():  # under torchrun the processes hold the same weights
+            return
         save_torch(self.path, capture_training_state(self.run, state, self, epoch_finished))
 
 

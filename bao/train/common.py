@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from bao.config import RuntimeConfig
+from bao.distributed import get_rank, is_distributed, wrap_ddp
 from bao.io import CheckpointError, load_torch, save_torch
 from bao.models.backbones import load_state_strict
 from bao.runtime import seed_worker
@@ -35,22 +37,55 @@ class ResumableBatchSampler(BatchSampler):
         return itertools.islice(super().__iter__(), skip, None)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    drop_last: bool = False,
+    runtime: RuntimeConfig | None = None,
+    collate_fn=None,
+    distributed: bool = False,
+) -> DataLoader:
     """Seeded shuffling and worker seeds, so a CPU run repeats exactly.
 
     The shuffle has its own generator (not the loader's, which seeds workers), so the order of
     an epoch depends only on that generator's state at the epoch start: what resume restores.
+    ``distributed`` (training under ``torchrun``): each process reads its own shard through a
+    DistributedSampler (shuffled by seed + epoch; the engine calls ``set_epoch``); ``batch_size``
+    is per process.
     """
-    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    runtime = runtime or RuntimeConfig()
+    if distributed and is_distributed():
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    elif shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
     return DataLoader(
         dataset,
-        batch_sampler=ResumableBatchSampler(sampler, batch_size, drop_last and len(dataset) > batch_size),
+        batch_sampler=ResumableBatchSampler(sampler, batch_size, drop_last and len(sampler) > batch_size),
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_fn,
+        pin_memory=runtime.pin_memory and torch.cuda.is_available(),
+        prefetch_factor=runtime.prefetch_factor if num_workers > 0 else None,
         worker_init_fn=seed_worker,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed + get_rank()),
         persistent_workers=num_workers > 0,
     )
+
+
+def prepare_model(model: nn.Module, device: torch.device, runtime: RuntimeConfig | None = None) -> nn.Module:
+    """Move ``model`` to ``device`` (NHWC if ``channels_last``) and return the module to call:
+    DDP-wrapped under ``torchrun``, compiled if ``runtime.compile``. ``model`` itself keeps the
+    weights to save."""
+    runtime = runtime or RuntimeConfig()
+    model.to(device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    wrapped = wrap_ddp(model, device)
+    return torch.compile(wrapped) if runtime.compile else wrapped
 
 
 class LiveHook(Hook):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -10,7 +12,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bao.distributed import all_reduce_mean, is_main_process
 from bao.runtime import amp_dtype, autocast
+
+log = logging.getLogger("bao")
 
 StepFn = Callable[[dict, "LoopState"], dict[str, torch.Tensor]]
 
@@ -23,6 +28,7 @@ class LoopState:
     iters_per_epoch: int = 0
     last_finite_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    throughput: list[dict[str, float]] = field(default_factory=list)  # per epoch, this process; not a metric
     start_batch: int = 0  # batches of the current epoch done before a mid-epoch resume
     totals: dict[str, float] = field(default_factory=dict)  # running loss sums of the current epoch
 
@@ -37,6 +43,8 @@ class TrainingRun:
     scaler: torch.amp.GradScaler
     loader: Iterable
     hooks: Sequence["Hook"]
+    amp: bool = True  # CUDA mixed precision (runtime.amp)
+    channels_last: bool = False  # NHWC images (runtime.channels_last)
 
 
 class Hook:
@@ -57,8 +65,47 @@ class Hook:
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """Asynchronous copies (from pinned memory); 4-D float tensors to NHWC if ``channels_last``."""
+    moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if channels_last:
+        for key, value in moved.items():
+            if torch.is_tensor(value) and value.dim() == 4 and value.is_floating_point():
+                moved[key] = value.contiguous(memory_format=torch.channels_last)
+    return moved
+
+
+def batch_size_of(batch: dict) -> int:
+    image = batch.get("image")
+    return int(image.shape[0]) if torch.is_tensor(image) else 0
+
+
+class EpochTimer:
+    """Images per second and the fraction of the epoch spent waiting for the loader (data starvation)."""
+
+    def __init__(self):
+        self.start = self.mark = time.perf_counter()
+        self.waiting = 0.0
+        self.images = 0
+
+    def got_batch(self, batch: dict) -> None:
+        self.waiting += time.perf_counter() - self.mark
+        self.images += batch_size_of(batch)
+
+    def step_done(self) -> None:
+        self.mark = time.perf_counter()
+
+    def summary(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return {"images_per_s": self.images / elapsed, "data_wait_fraction": self.waiting / elapsed, "seconds": elapsed}
+
+
+def set_sampler_epoch(loader: Iterable, epoch: int) -> None:
+    """A DistributedSampler reshuffles its shards only when told the epoch."""
+    for sampler in (getattr(getattr(loader, "batch_sampler", None), "sampler", None), getattr(loader, "sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+            return
 
 
 def train_loop(
@@ -72,33 +119,45 @@ def train_loop(
     hooks: Sequence[Hook] = (),
     description: str = "train",
     checkpoint: Hook | None = None,
+    amp: bool = True,
+    channels_last: bool = False,
 ) -> LoopState:
     """Run ``epochs`` epochs; ``step_fn`` returns named losses that are summed and back-propagated.
 
     ``checkpoint`` (a CheckpointHook) runs after the other hooks, so it saves what they updated;
-    its ``before_train`` may restore a run that was interrupted.
+    its ``before_train`` may restore a run that was interrupted. Mixed precision on CUDA unless
+    ``amp`` is False (fp16 gets a GradScaler, bf16 needs none). Under ``torchrun`` pass the bare
+    model here (what checkpoints hold) and call the DDP-wrapped one in ``step_fn``; the epoch
+    losses in ``history`` are then averaged over processes.
     """
     hooks = [*hooks, checkpoint] if checkpoint is not None else list(hooks)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
-    run = TrainingRun(model, optimizer, scheduler, scaler, loader, hooks)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device, amp) == torch.float16)
+    run = TrainingRun(model, optimizer, scheduler, scaler, loader, hooks, amp, channels_last)
     state = LoopState(iters_per_epoch=len(loader))
     for hook in hooks:
         hook.before_train(run, state)
     while state.epoch < epochs:
         model.train()
+        set_sampler_epoch(loader, state.epoch)
         for hook in hooks:
             hook.before_epoch(state)
         batches = tqdm(
             epoch_batches(loader, state.start_batch), desc=f"{description} epoch {state.epoch + 1}/{epochs}",
-            initial=state.start_batch, total=state.iters_per_epoch, leave=False, dynamic_ncols=True,
+            initial=state.start_batch, total=state.iters_per_epoch, leave=False, dynamic_ncols=True, disable=not is_main_process(),
         )
+        timer = EpochTimer()
         for state.step_in_epoch, batch in enumerate(batches, start=state.start_batch):
+            timer.got_batch(batch)
             values = _train_step(step_fn, batch, run, state, device)
             batches.set_postfix(loss=f"{values['loss']:.4f}")
             for hook in hooks:
                 hook.after_step(state, values)
-        epoch_losses = {name: total / max(1, state.iters_per_epoch) for name, total in state.totals.items()}
+            timer.step_done()
+        epoch_losses = all_reduce_mean({name: total / max(1, state.iters_per_epoch) for name, total in state.totals.items()})
         state.history.append(epoch_losses)
+        state.throughput.append(timer.summary())
+        log.info("%s epoch %d: %.1f images/s, %.0f%% of the time waiting for data", description, state.epoch + 1,
+                 state.throughput[-1]["images_per_s"], 100 * state.throughput[-1]["data_wait_fraction"])
         for hook in hooks:
             hook.after_epoch(state, epoch_losses)
         state.epoch, state.start_batch, state.totals = state.epoch + 1, 0, {}
@@ -107,8 +166,8 @@ def train_loop(
 
 def _train_step(step_fn: StepFn, batch: dict, run: TrainingRun, state: LoopState, device: torch.device) -> dict[str, float]:
     """Forward, finiteness check (before any weight changes), backward, optimizer and LR step."""
-    with autocast(device):
-        losses = step_fn(to_device(batch, device), state)
+    with autocast(device, run.amp):
+        losses = step_fn(to_device(batch, device, run.channels_last), state)
     total = sum(losses.values())
     _check_finite(total, state)
     run.optimizer.zero_grad(set_to_none=True)

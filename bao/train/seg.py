@@ -6,32 +6,43 @@ from pathlib import Path
 
 import torch
 
-from bao.config import SegConfig
+from bao.config import RuntimeConfig, SegConfig
 from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import segmentation_loss
 from bao.models import create_deeplab
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, make_loader
+from bao.train.common import LiveHook, make_loader, prepare_model
 from bao.train.engine import create_optimizer, create_scheduler, train_loop
 
 
 def train_segmentation_net(
-    manifest: Manifest, pseudo_label_dir: str | Path, cfg: SegConfig, device: torch.device, seed: int, live,
+    manifest: Manifest,
+    pseudo_label_dir: str | Path,
+    cfg: SegConfig,
+    device: torch.device,
+    seed: int,
+    live,
     resume_dir: str | Path | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
+    runtime = runtime or RuntimeConfig()
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True)
-    model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride).to(device)
+    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
+    net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
-        return {"loss_seg": segmentation_loss(model(batch["image"]), batch["mask"])}
+        return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}
 
     checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, run_fingerprint([cfg], seed, manifest, [pseudo_label_dir]))
-    state = train_loop(step, model, loader, optimizer, scheduler, cfg.epochs, device, [LiveHook(live, optimizer)], "train_seg", checkpoint)
+    hooks = [LiveHook(live, optimizer)]
+    state = train_loop(
+        step, model, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_seg", checkpoint, runtime.amp, runtime.channels_last
+    )
     return model, {"final_loss": state.history[-1]["loss"]}
