@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One prepared GPU check (under 8 minutes on one GPU): every stage's smoke run on CUDA with small
+# params, a torchrun launch, and the three benchmarks. Figures (images/s, the fraction of training
+# time spent waiting for data, ratios) go to $OUT/gpu_check.json, logs to $OUT/*.log.
+#   bash benchmarks/gpu_check.sh          # on a GPU machine, from anywhere
+#   bash benchmarks/gpu_check.sh --cpu    # tiny CPU rehearsal of the same parts (slow on 2 cores)
+# Without CUDA and without --cpu it stops at once with a message saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [[ "${1:-}" != "--cpu" ]] && ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "gpu_check: no CUDA device visible to torch; run on a GPU machine, or pass --cpu for a CPU rehearsal" >&2
+  exit 2
+fi
+if [[ "${1:-}" != "--cpu" ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true; fi
+limit=470                      # the parts' own limits add up to less; this is the backstop
+if [[ "${1:-}" == "--cpu" ]]; then limit=3600; fi
+exec timeout "$limit" python -m benchmarks.gpu_check "$@"

@@ -1,0 +1,64 @@
+"""Runtime options of the training loop: channels_last, throughput figures, loader settings."""
+
+import torch
+from torch import nn
+
+from bao.config import RuntimeConfig, load_params
+from bao.train.common import make_loader, prepare_model
+from bao.train.engine import create_optimizer, to_device, train_loop
+
+
+def _batches(count=3):
+    generator = torch.Generator().manual_seed(0)
+    return [{"image": torch.randn(2, 3, 8, 8, generator=generator), "target": torch.randn(2, 2, generator=generator)} for _ in range(count)]
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+def _train(channels_last: bool):
+    model = _model()
+    net = prepare_model(model, torch.device("cpu"), RuntimeConfig(channels_last=channels_last))
+    layouts = []
+
+    def step(batch, state):
+        layouts.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
+        return {"loss": nn.functional.mse_loss(net(batch["image"]), batch["target"])}
+
+    state = train_loop(step, net, _batches(), create_optimizer(model.parameters(), 1e-2, 0.0), None, 2, torch.device("cpu"), channels_last=channels_last)
+    return model, state, layouts
+
+
+def test_channels_last_changes_layout_not_results():
+    plain, plain_state, plain_layouts = _train(False)
+    nhwc, nhwc_state, nhwc_layouts = _train(True)
+    assert not any(plain_layouts) and all(nhwc_layouts)
+    assert nhwc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(plain.parameters(), nhwc.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert abs(plain_state.history[-1]["loss"] - nhwc_state.history[-1]["loss"]) < 1e-5
+
+
+def test_loop_reports_throughput_and_data_wait_per_epoch():
+    _, state, _ = _train(False)
+    assert len(state.throughput) == 2
+    for epoch in state.throughput:
+        assert epoch["images_per_s"] > 0 and 0.0 <= epoch["data_wait_fraction"] <= 1.0
+
+
+def test_to_device_only_reformats_float_images():
+    batch = to_device({"image": torch.randn(2, 3, 4, 4), "mask": torch.zeros(2, 4, 4, dtype=torch.long), "index": [0, 1]}, torch.device("cpu"), True)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    assert batch["mask"].is_contiguous() and batch["index"] == [0, 1]
+
+
+def test_loader_takes_prefetch_and_pinning_from_params():
+    params = load_params()
+    assert params.runtime.prefetch_factor >= 1 and params.pseudo_label.batch_size >= 1
+    dataset = torch.utils.data.TensorDataset(torch.arange(10))
+    loader = make_loader(dataset, 4, False, 1, 0, runtime=RuntimeConfig(prefetch_factor=3, pin_memory=True))
+    assert loader.prefetch_factor == 3
+    assert loader.pin_memory == torch.cuda.is_available()
+    assert make_loader(dataset, 4, False, 0, 0).prefetch_factor is None
