@@ -107,7 +107,7 @@ def memory(args) -> dict:
     results = {}
     for count in (args.images, 4 * args.images):
         command = [sys.executable, "-m", "benchmarks.pseudo_label", "--memory-child", "--images", str(count), "--batch-size", str(args.batch_size),
-                   "--backbone", args.backbone, "--workers", str(args.workers), "--device", args.device, "--scales", *map(str, args.scales)]
+                   "--backbone", args.backbone, "--workers", str(args.workers), "--device", args.device, "--threads", str(torch.get_num_threads()), "--scales", *map(str, args.scales)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[count] = json.loads(output.strip().splitlines()[-1])
     small, large = results[args.images], results[4 * args.images]
@@ -128,8 +128,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args)
         return

@@ -1,6 +1,6 @@
 """Training-step benchmark: images/s at fp32 vs mixed precision vs channels_last, through the real engine.
 
-    python -m benchmarks.train_step [--backbone resnet18] [--size 128] [--batch 8] [--steps 6] [--device cpu] [--out FILE]
+    python -m benchmarks.train_step [--backbone resnet18] [--size 64] [--batch 4] [--steps 3] [--device cpu] [--out FILE]
 
 Each variant trains the CAM network for two short epochs of random batches through
 ``bao.train.engine.train_loop``; the second (warm) epoch's images/s is kept, best of
@@ -80,14 +80,17 @@ def run(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     figures = run(args) | {"machine": machine_description()}
     print(json.dumps(figures, indent=2))
     if args.out:
