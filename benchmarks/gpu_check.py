@@ -95,7 +95,8 @@ def main() -> None:
             if (repo / name).is_file():
                 figures["pipeline"][name] = json.loads((repo / name).read_text())
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "stages.train_seg"]
-        figures["torchrun"] = {"stages": epoch_figures(run_part("torchrun", torchrun, repo, 60 if cuda else 300, out_dir, figures))}
+        torchrun_log = run_part("torchrun", torchrun, repo, 60 if cuda else 300, out_dir, figures)
+        figures["torchrun"]["stages"] = epoch_figures(torchrun_log)
     size, batch, steps = (256, 32, 10) if cuda else (64, 4, 2)
     benchmark_part("train_step", "benchmarks.train_step", ["--device", device, "--size", str(size), "--batch", str(batch), "--steps", str(steps)], 60 if cuda else 600, out_dir, figures)
     scales = ["192", "256", "320"] if cuda else ["48", "64"]
