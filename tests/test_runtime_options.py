@@ -27,7 +27,7 @@ def _train(channels_last: bool):
         layouts.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
         return {"loss": nn.functional.mse_loss(net(batch["image"]), batch["target"])}
 
-    state = train_loop(step, net, _batches(), create_optimizer(model.parameters(), 1e-2, 0.0), None, 2, torch.device("cpu"), channels_last=channels_last)
+    state = train_loop(step, model, _batches(), create_optimizer(model.parameters(), 1e-2, 0.0), None, 2, torch.device("cpu"), channels_last=channels_last)
     return model, state, layouts
 
 
