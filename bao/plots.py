@@ -19,13 +19,13 @@ def colorize(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     return PALETTE[mask]
 
 
-def gallery_columns(row: dict, threshold: float) -> list[tuple[str, np.ndarray, str | None]]:
+def gallery_columns(row: dict, threshold: float, oracle: bool = True) -> list[tuple[str, np.ndarray, str | None]]:
     """(title, picture, colormap) per panel; BAO + CRF only when the row has it."""
     shape = row["image"].shape[:2]
     columns = [
         (row["image_id"], row["image"], None),
         ("ground truth", colorize(row["gt"], shape), None),
-        (f"CAM, t={threshold:g} (oracle)", colorize(row["baseline"], shape), None),
+        (f"CAM, t={threshold:g}{' (oracle)' if oracle else ''}", colorize(row["baseline"], shape), None),
         ("BAO (no threshold)", colorize(row["bao"], shape), None),
     ]
     if row.get("bao_crf") is not None:
@@ -34,7 +34,7 @@ def gallery_columns(row: dict, threshold: float) -> list[tuple[str, np.ndarray, 
     return columns
 
 
-def save_gallery(path: str | Path, rows: list[dict], threshold: float) -> None:
+def save_gallery(path: str | Path, rows: list[dict], threshold: float, oracle: bool = True) -> None:
     """A PNG grid, one row per image: image, ground truth, CAM baseline at its best t, BAO's
     pseudo-label (and after the CRF), BAO's normalized background map."""
     import matplotlib
@@ -44,7 +44,7 @@ def save_gallery(path: str | Path, rows: list[dict], threshold: float) -> None:
 
     if not rows:
         raise ValueError("gallery: no images to show (report.gallery_size is 0 or the split is empty)")
-    panels = [gallery_columns(row, threshold) for row in rows]
+    panels = [gallery_columns(row, threshold, oracle) for row in rows]
     count = len(panels[0])
     figure, axes = plt.subplots(len(rows), count, figsize=(2.2 * count, 2.2 * len(rows)), squeeze=False)
     for row_axes, columns in zip(axes, panels):

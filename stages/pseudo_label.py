@@ -22,6 +22,7 @@ PLOT = "plots/threshold_sweep.csv"
 PER_CLASS_BAO = "plots/per_class_iou/bao.csv"
 PER_CLASS_BASELINE = "plots/per_class_iou/baseline_best_t.csv"
 GALLERY = "results/gallery.png"
+GALLERY_T_WITHOUT_MASKS = 0.5
 
 
 def main() -> None:
@@ -41,8 +42,10 @@ def main() -> None:
         )
         if is_main_process():
             metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
-            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, sweep["best_threshold"])
-            save_gallery(GALLERY, rows, sweep["best_threshold"])
+            oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
+            gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
+            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, gallery_t)
+            save_gallery(GALLERY, rows, gallery_t, oracle)
     if not is_main_process():
         return
     write_csv(PLOT, sweep_plot_rows(sweep, results["bao"]))
