@@ -3,14 +3,15 @@
 The point is a small dataset on which weakly supervised segmentation is a real problem:
 
 * a class is a *shape* (disc, square, triangle, ...) wearing its own texture family (stripes,
-  checkerboard, dots, ...) whose colours, period and angle are random: colour says nothing
-  about the class, while texture is a local cue a small CNN trained from scratch on two CPU
-  cores learns within minutes, so CAMs light up object interiors and blur at their borders;
+  checkerboard, dots, ...) in its own colour family (a hue band; saturation, brightness,
+  period and angle random): local cues a small CNN trained from scratch on two CPU cores
+  learns within minutes, so CAMs light up object interiors and blur at their borders;
 * every image holds 1-3 objects of varied scale (about 12%..45% of the side), rotation,
   aspect and position, which may partially occlude each other (the mask shows the top one);
 * backgrounds are cluttered: smooth gradients, band-limited noise, textured regions and
-  small distractor blobs, lines and curves, in the same colours as the objects (flat,
-  gradient and blotchy fills), so CAMs bleed into the background and the threshold matters;
+  small distractor blobs, lines and curves (flat, gradient and blotchy fills) in colours drawn
+  from the whole hue circle, so background regions often share a class's colour: CAMs bleed
+  into them, and the background threshold matters;
 * masks carry a VOC-style 255 "ignore" band along every object boundary.
 
 Every image is drawn from its own ``np.random.default_rng([seed, index])``, so the files do not
@@ -41,6 +42,7 @@ JPEG_QUALITY = 95
 MIN_IMAGE_SIZE = 32
 SCALE_RANGE = (0.12, 0.45)  # object extent as a fraction of the image side
 MIN_VISIBLE_FRACTION = 0.6  # an occluded object keeps at least this much of its area
+CLASS_HUE_JITTER = 0.03  # std of a class colour's hue around its family (classes are 0.125 apart)
 MIN_COLOUR_CONTRAST = 50.0  # mean RGB distance object vs. surroundings, so objects stay visible
 SUBPIXEL_BITS = 4  # cv2 fixed-point shift: smooth edges at any size
 
@@ -141,10 +143,18 @@ def _place_shape(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- textures
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    """One colour from the palette shared by objects and backgrounds (random HSV)."""
-    rgb = colorsys.hsv_to_rgb(rng.uniform(0.0, 1.0), rng.uniform(0.15, 1.0), rng.uniform(0.2, 1.0))
+def _random_colour(rng: np.random.Generator, hue: float | None = None) -> np.ndarray:
+    """A random HSV colour; with ``hue``, a saturated colour close to that hue (a class's colour family)."""
+    if hue is None:
+        rgb = colorsys.hsv_to_rgb(rng.uniform(0.0, 1.0), rng.uniform(0.15, 1.0), rng.uniform(0.2, 1.0))
+    else:
+        rgb = colorsys.hsv_to_rgb((hue + rng.normal(0.0, CLASS_HUE_JITTER)) % 1.0, rng.uniform(0.5, 1.0), rng.uniform(0.35, 1.0))
     return np.array(rgb, np.float32) * 255.0
+
+
+def _class_hue(label: int) -> float:
+    """Classes are spread evenly around the hue circle; backgrounds draw from the whole circle."""
+    return (label - 1) / len(SYNTHETIC_CLASSES)
 
 
 def _rotated_coords(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -196,10 +206,12 @@ def _pattern(rng: np.random.Generator, shape: tuple[int, int], unit: float, kind
     return np.asarray(patterns[kind](), dtype=np.float32)
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, int], unit: float, kind: str | None = None) -> np.ndarray:
-    """An RGB texture (float32, 0..255) blending two random colours through a pattern (random background kind by default)."""
+def _texture(
+    rng: np.random.Generator, shape: tuple[int, int], unit: float, kind: str | None = None, hue: float | None = None
+) -> np.ndarray:
+    """An RGB texture (float32, 0..255) blending two colours through a pattern (random background kind by default)."""
     weight = _pattern(rng, shape, unit, kind or BACKGROUND_PATTERNS[int(rng.integers(len(BACKGROUND_PATTERNS)))])
-    first, second = _random_colour(rng), _random_colour(rng)
+    first, second = _random_colour(rng, hue), _random_colour(rng, hue)
     return np.multiply.outer(weight, second - first) + first
 
 
@@ -332,11 +344,12 @@ def _paint_object(rng: np.random.Generator, image: np.ndarray, obj: PlacedObject
     box = (slice(y, y + h), slice(x, x + w))
     unit = image.shape[0] / 128.0
     kind = CLASS_PATTERNS[obj.label - 1]
-    texture = _texture(rng, (h, w), unit, kind)
+    hue = _class_hue(obj.label)
+    texture = _texture(rng, (h, w), unit, kind, hue)
     for _attempt in range(8):
         if np.linalg.norm(texture[inside[box]].mean(axis=0) - around) >= MIN_COLOUR_CONTRAST:
             break
-        texture = _texture(rng, (h, w), unit, kind)
+        texture = _texture(rng, (h, w), unit, kind, hue)
     u, _ = _rotated_coords(rng, (h, w))
     texture *= (1.0 + rng.uniform(0.0, 0.25) * (u / max(h, w) - 0.5))[..., None]  # gentle lighting
     image[box] = _blend(image[box], obj.alpha[box].astype(np.float32) / 255.0, texture)
