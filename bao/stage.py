@@ -6,7 +6,7 @@ import atexit
 import contextlib
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -15,6 +15,10 @@ from bao.config import Params, load_params
 from bao.distributed import get_rank, get_world_size, init_distributed, is_main_process
 from bao.io import atomic_dir
 from bao.runtime import resolve_device, seed_everything
+
+MANIFEST_DIR = "data/prepared"
+# (params, manifest, device, live, resume directory) -> (trained model, final metrics)
+TrainFn = Callable[..., tuple[torch.nn.Module, dict[str, float]]]
 
 log = logging.getLogger("bao")
 CHECKPOINT_ROOT = "checkpoints"
@@ -81,3 +85,19 @@ def resume_dir(stage: str) -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
     with contextlib.suppress(OSError):
         directory.parent.rmdir()  # only if no other stage's checkpoint is waiting there
+
+
+def run_training_stage(name: str, checkpoint: str | Path, train: TrainFn) -> None:
+    """The shape every training stage shares: params, manifest, resume directory and DVCLive
+    around ``train``, then the model saved by the main process and its metrics logged."""
+    from bao.data.manifest import read_manifest
+    from bao.train.common import save_model
+
+    params, device = start_stage(name)
+    manifest = read_manifest(MANIFEST_DIR)
+    with resume_dir(name) as checkpoints, open_live(Path("dvclive") / name) as live:
+        model, metrics = train(params, manifest, device, live, checkpoints)
+        if is_main_process():
+            save_model(checkpoint, model, {"classes": list(manifest.classes), "seed": params.seed})
+        for metric, value in metrics.items():
+            live.summary[metric] = value
