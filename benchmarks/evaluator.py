@@ -13,7 +13,6 @@ evaluator / decode (goal <= 1.5).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 from bao.data.palette import IGNORE_INDEX, read_mask
 from bao.evaluate import POOLS, decode_pair, evaluate_pairs, map_pairs, pairs_from_dirs
 from benchmarks.masks import write_mask_pairs
-from benchmarks.system import machine_description
+from benchmarks.system import machine_description, report
 
 
 def loop_evaluator_iou(pairs, num_classes: int) -> np.ndarray:
@@ -84,12 +83,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as temp:
         figures = run(Path(temp), args.count, args.workers, args.repeats)
     figures["machine"] = machine_description()
-    print(json.dumps(figures, indent=2))
+    report(figures, args.out)
     if not figures["identical_per_class_iou"]:
         raise SystemExit("per-class IoUs differ from the loop evaluator")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from bao.infer.pipeline import bao_pseudo_labels
 from bao.models import create_bao_net
 from bao.runtime import resolve_device
 from benchmarks.masks import blob_mask
-from benchmarks.system import machine_description
+from benchmarks.system import machine_description, report
 
 SIZES = ((96, 128), (128, 96), (90, 128))  # (H, W): landscape, portrait, wide, as in VOC
 NUM_CLASSES = 5
@@ -142,10 +142,7 @@ def main() -> None:
     if not args.skip_memory:
         figures |= memory(args)
     figures["machine"] = machine_description()
-    print(json.dumps(figures, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":

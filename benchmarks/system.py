@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -25,3 +27,12 @@ def machine_description() -> dict:
     if torch.cuda.is_available():
         description["gpu"] = torch.cuda.get_device_name(0)
     return description
+
+
+def report(figures: dict, out: Path | None) -> None:
+    """Print the figures as JSON, and also write them to ``out`` when given."""
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from bao.models import create_cam_net
 from bao.runtime import resolve_device
 from bao.train.common import prepare_model
 from bao.train.engine import create_optimizer, train_loop
-from benchmarks.system import machine_description
+from benchmarks.system import machine_description, report
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "channels_last": (False, True), "amp_channels_last": (True, True)}
 
@@ -92,10 +91,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = run(args) | {"machine": machine_description()}
-    print(json.dumps(figures, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":
