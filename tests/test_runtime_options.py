@@ -62,3 +62,20 @@ def test_loader_takes_prefetch_and_pinning_from_params():
     assert loader.prefetch_factor == 3
     assert loader.pin_memory == torch.cuda.is_available()
     assert make_loader(dataset, 4, False, 0, 0).prefetch_factor is None
+
+
+def test_compiled_model_trains_like_the_eager_one():
+    eager = _model()
+    compiled_weights = _model()
+    net = prepare_model(compiled_weights, torch.device("cpu"), RuntimeConfig(compile=True))
+    assert net is not compiled_weights  # the loop calls the compiled wrapper, checkpoints keep the module
+    batches = _batches(2)
+    for model, forward in ((eager, eager), (compiled_weights, net)):
+        optimizer = create_optimizer(model.parameters(), 1e-2, 0.0)
+        for batch in batches:
+            loss = nn.functional.mse_loss(forward(batch["image"]), batch["target"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for a, b in zip(eager.parameters(), compiled_weights.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
