@@ -53,6 +53,9 @@ def make_repo_copy(destination: Path, overrides: dict | None = None) -> Path:
     params = deep_update(yaml.safe_load(params_file.read_text()), overrides or {})
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], destination)
+    # an identity of its own: `dvc exp run` commits, and a fresh machine may have no global one
+    run(["git", "config", "user.email", "tests@bao-wsss.invalid"], destination)
+    run(["git", "config", "user.name", "bao-wsss tests"], destination)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], destination)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], destination)
     return destination
