@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _remove_stale_temps(path: Path) -> None:
     """Temp siblings a killed run (SIGKILL: no cleanup) left behind; stages never write one path twice at once."""
@@ -86,6 +84,8 @@ class CheckpointError(ValueError):
 def load_torch(path: str | Path) -> Any:
     """``torch.load`` with ``weights_only=True`` (no code runs from the file); a missing, truncated
     or foreign file raises an error that names it."""
+    import torch  # here, not at module level: `python -m bao.evaluate` (which writes JSON) never loads torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -97,6 +97,8 @@ def load_torch(path: str | Path) -> Any:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
+    import torch
+
     with atomic_path(path) as temp:
         torch.save(obj, temp)
 
@@ -116,9 +118,9 @@ class BoundedPool:
         self.pending: deque = deque()
         self.max_pending = max(1, max_pending)
 
-    def submit(self, function, *args) -> list:
+    def submit(self, function, *args, **kwargs) -> list:
         """Queue one task; returns the results of the oldest tasks it had to wait for."""
-        self.pending.append(self.pool.submit(function, *args))
+        self.pending.append(self.pool.submit(function, *args, **kwargs))
         done = []
         while len(self.pending) > self.max_pending:
             done.append(self.pending.popleft().result())

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from bao.data.palette import IGNORE_INDEX
+
+if TYPE_CHECKING:  # torch only for annotations: `python -m bao.evaluate` starts without it
+    import torch
 
 
 def pixel_runs(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -25,8 +25,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
-from bao.config import ModelConfig, PseudoLabelConfig, RuntimeConfig
+from bao.config import CrfConfig, ModelConfig, PseudoLabelConfig, RuntimeConfig
 from bao.data.manifest import Manifest
 from bao.data.palette import save_mask
 from bao.infer.pipeline import bao_pseudo_labels
@@ -35,6 +36,7 @@ from bao.runtime import resolve_device
 from benchmarks.masks import blob_mask
 from benchmarks.system import machine_description, report
 
+REPO = Path(__file__).resolve().parents[1]
 SIZES = ((96, 128), (128, 96), (90, 128))  # (H, W): landscape, portrait, wide, as in VOC
 NUM_CLASSES = 5
 
@@ -58,11 +60,16 @@ def write_dataset(root: Path, count: int, seed: int = 0) -> Manifest:
     return Manifest(table=pd.DataFrame(rows), classes=classes, root=root)
 
 
-def pseudo_label_seconds(manifest: Manifest, model, device, batch_size: int, scales, workers: int, out_dir: Path) -> float:
+def crf_off() -> CrfConfig:
+    """The committed params' CRF section with the CRF disabled: the benchmark times inference, not the CRF."""
+    return CrfConfig.model_validate({**yaml.safe_load((REPO / "params.yaml").read_text())["crf"], "enabled": False})
+
+
+def pseudo_label_seconds(manifest: Manifest, model, device, *, batch_size: int, scales, workers: int, out_dir: Path) -> float:
     cfg = PseudoLabelConfig(scales=scales, flip=True, thresholds=(0.5,), num_workers=workers, batch_size=batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    bao_pseudo_labels(model, manifest, cfg, device, out_dir, RuntimeConfig())
+    bao_pseudo_labels(model, manifest, cfg, crf=crf_off(), device=device, out_dir=out_dir, runtime=RuntimeConfig())
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -77,12 +84,12 @@ def throughput(args, device) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_pl_") as temp:
         manifest = write_dataset(Path(temp) / "data", args.images)
         model = build_model(args.backbone, device)
-        pseudo_label_seconds(manifest, model, device, args.batch_size, args.scales, args.workers, Path(temp) / "warmup")
+        pseudo_label_seconds(manifest, model, device, batch_size=args.batch_size, scales=args.scales, workers=args.workers, out_dir=Path(temp) / "warmup")
         best = {1: np.inf, args.batch_size: np.inf}
         for repeat in range(args.repeats):
             for batch_size in best:
                 out_dir = Path(temp) / f"out_{batch_size}_{repeat}"
-                best[batch_size] = min(best[batch_size], pseudo_label_seconds(manifest, model, device, batch_size, args.scales, args.workers, out_dir))
+                best[batch_size] = min(best[batch_size], pseudo_label_seconds(manifest, model, device, batch_size=batch_size, scales=args.scales, workers=args.workers, out_dir=out_dir))
     one, batched = args.images / best[1], args.images / best[args.batch_size]
     return {"one_at_a_time_images_per_s": round(one, 2), "batched_images_per_s": round(batched, 2), "batched_over_one_at_a_time": round(batched / one, 3)}
 
@@ -95,7 +102,7 @@ def memory_child(args) -> None:
         model = build_model(args.backbone, device)
         out_dir = Path(temp) / "out"
         tracemalloc.start()
-        pseudo_label_seconds(manifest, model, device, args.batch_size, args.scales, args.workers, out_dir)
+        pseudo_label_seconds(manifest, model, device, batch_size=args.batch_size, scales=args.scales, workers=args.workers, out_dir=out_dir)
         _, traced_peak = tracemalloc.get_traced_memory()
     figures = {"images": args.images, "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tracemalloc_peak_mib": traced_peak / 2**20}
     if device.type == "cuda":

@@ -7,10 +7,10 @@ import os
 import platform
 from pathlib import Path
 
-import torch
-
 
 def machine_description() -> dict:
+    import torch  # here: the evaluator benchmark, like the evaluator, runs without torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:

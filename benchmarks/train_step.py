@@ -1,4 +1,4 @@
-"""Training-step benchmark: images/s at fp32 vs mixed precision vs channels_last, through the real engine.
+"""Training-step benchmark: images/s and MFU at fp32 vs mixed precision vs channels_last, through the real engine.
 
     python -m benchmarks.train_step [--backbone resnet18] [--size 64] [--batch 4] [--steps 3] [--device cpu] [--out FILE]
 
@@ -8,6 +8,11 @@ Each variant trains the CAM network for two short epochs of random batches throu
 On CUDA, "amp" is the engine's mixed precision (bf16 where supported, else fp16 + GradScaler).
 On CPU the pipeline always trains in fp32; "amp" there is bf16 autocast on CPU, measured only to
 show whether it would help on this CPU (it needs AVX512-BF16/AMX to be faster).
+
+MFU: the model FLOPs of one training step (forward + backward, counted by FlopCounterMode, see
+``benchmarks.flops``) times steps/s, over the GPU's datasheet dense bf16 peak (None when the GPU
+is not in the table, and on CPU) and over a matmul peak measured in this process (bf16 on CUDA,
+fp32 on CPU).
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from bao.models import create_cam_net
 from bao.runtime import resolve_device
 from bao.train.common import prepare_model
 from bao.train.engine import create_optimizer, train_loop
+from benchmarks.flops import device_peaks, training_step_flops, utilisation
 from benchmarks.system import machine_description, report
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "channels_last": (False, True), "amp_channels_last": (True, True)}
 
 
-def random_batches(count: int, batch: int, size: int, num_classes: int, seed: int = 0) -> list[dict]:
+def random_batches(count: int, batch: int, size: int, num_classes: int, *, seed: int = 0) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     return [
         {"image": torch.randn(batch, 3, size, size, generator=generator), "labels": (torch.rand(batch, num_classes, generator=generator) > 0.6).float()}
@@ -37,10 +43,22 @@ def random_batches(count: int, batch: int, size: int, num_classes: int, seed: in
     ]
 
 
-def images_per_second(backbone: str, device: torch.device, amp: bool, channels_last: bool, batches: list[dict], compile_model: bool = False) -> dict:
-    """Warm-epoch throughput and data-wait fraction of one variant."""
+def cam_net(backbone: str, num_classes: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = create_cam_net(ModelConfig(backbone=backbone, pretrained=False, output_stride=16), batches[0]["labels"].shape[1])
+    return create_cam_net(ModelConfig(backbone=backbone, pretrained=False, output_stride=16), num_classes)
+
+
+def step_flops(backbone: str, batch: dict) -> int:
+    """Model FLOPs of one fp32 training step on ``batch`` (the same for every variant)."""
+    model = cam_net(backbone, batch["labels"].shape[1]).train()
+    return training_step_flops(lambda: classification_loss(model(batch["image"])["logits"], batch["labels"]))
+
+
+def images_per_second(
+    backbone: str, device: torch.device, *, amp: bool, channels_last: bool, batches: list[dict], compile_model: bool = False
+) -> dict:
+    """Warm-epoch throughput and data-wait fraction of one variant."""
+    model = cam_net(backbone, batches[0]["labels"].shape[1])
     net = prepare_model(model, device, RuntimeConfig(amp=amp, channels_last=channels_last, compile=compile_model))
     optimizer = create_optimizer(model.parameters(), 1e-4, 1e-4)
     cpu_amp = amp and device.type == "cpu"
@@ -49,7 +67,9 @@ def images_per_second(backbone: str, device: torch.device, amp: bool, channels_l
         with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_amp else contextlib.nullcontext():
             return {"loss_cls": classification_loss(net(batch["image"])["logits"].float(), batch["labels"])}
 
-    state = train_loop(step, net, batches, optimizer, None, 2, device, (), "benchmark", amp, channels_last)
+    state = train_loop(
+        step, net, batches, optimizer, scheduler=None, epochs=2, device=device, description="benchmark", amp=amp, channels_last=channels_last
+    )
     return state.throughput[-1]
 
 
@@ -59,18 +79,25 @@ def run(args) -> dict:
     best: dict[str, dict] = {}
     for _ in range(args.repeats):
         for name, (amp, channels_last) in VARIANTS.items():
-            result = images_per_second(args.backbone, device, amp, channels_last, batches)
+            result = images_per_second(args.backbone, device, amp=amp, channels_last=channels_last, batches=batches)
             if name not in best or result["images_per_s"] > best[name]["images_per_s"]:
                 best[name] = result
     if args.compile:
-        best["compile"] = images_per_second(args.backbone, device, device.type == "cuda", False, batches, compile_model=True)
+        best["compile"] = images_per_second(args.backbone, device, amp=device.type == "cuda", channels_last=False, batches=batches, compile_model=True)
     figures = {"device": str(device), "backbone": args.backbone, "image_size": args.size, "batch": args.batch, "steps_per_epoch": args.steps}
     if device.type == "cuda":
         figures["amp_dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16 + GradScaler"
     else:
         figures["amp_dtype"] = "bfloat16 (CPU autocast; the pipeline keeps fp32 on CPU)"
+    flops_per_image = step_flops(args.backbone, batches[0]) / args.batch
+    peaks = device_peaks(device)
+    figures |= {"model_gflops_per_step": round(flops_per_image * args.batch / 1e9, 3), "model_gflops_per_image": round(flops_per_image / 1e9, 4)}
+    figures |= {"peaks": peaks}
+    named_peaks = {"datasheet_bf16": peaks["datasheet_dense_bf16_flops_per_s"], "measured_matmul": peaks["measured_matmul_flops_per_s"]}
     for name, result in best.items():
         figures[f"{name}_images_per_s"] = round(result["images_per_s"], 2)
+        for key, value in utilisation(flops_per_image, result["images_per_s"], named_peaks).items():
+            figures[f"{name}_{key}"] = value
         figures[f"{name}_data_wait_fraction"] = round(result["data_wait_fraction"], 4)
         figures[f"{name}_over_fp32"] = round(result["images_per_s"] / best["fp32"]["images_per_s"], 3)
     return figures

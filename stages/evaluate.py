@@ -26,7 +26,9 @@ def main() -> None:
     # scored in the staging directory: a failure leaves the previous predictions and metrics as they were;
     # under torchrun every process predicts its shard into it and rank 0 scores them all
     with shared_atomic_dir(PREDICTIONS) as staging:
-        predict_split(model.to(device), manifest, "val", Path(staging), device, params.evaluate.num_workers, params.runtime)
+        predict_split(
+            model.to(device), manifest, "val", Path(staging), device=device, num_workers=params.evaluate.num_workers, runtime=params.runtime
+        )
         barrier()
         if is_main_process():
             val = score_predictions(manifest, "val", Path(staging), params.evaluate.num_workers or None)

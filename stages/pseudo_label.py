@@ -38,13 +38,14 @@ def main() -> None:
     # under torchrun every process writes its shard's PNGs and rank 0 alone makes the metrics and figures
     with shared_atomic_dir(PSEUDO_LABELS) as staging:
         results, gallery = bao_pseudo_labels(
-            bao_net.to(device), manifest, params.pseudo_label, params.crf, device, Path(staging), params.report.gallery_size, params.runtime
+            bao_net.to(device), manifest, params.pseudo_label, crf=params.crf, device=device, out_dir=Path(staging),
+            gallery_size=params.report.gallery_size, runtime=params.runtime,
         )
         if is_main_process():
             metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
-            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, gallery_t)
+            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, bao=gallery, threshold=gallery_t)
             save_gallery(GALLERY, rows, gallery_t, oracle)
     if not is_main_process():
         return

@@ -18,7 +18,7 @@ def main() -> None:
     manifest = read_manifest(MANIFEST_DIR)
     cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
     load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
-    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, params.runtime)
+    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime=params.runtime)
     if not is_main_process():
         return
     write_json(SWEEP, sweep)

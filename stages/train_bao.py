@@ -9,7 +9,7 @@ CHECKPOINT = "models/bao.pt"
 
 def main() -> None:
     run_training_stage("train_bao", CHECKPOINT, lambda params, manifest, device, live, checkpoints: train_bao_net(
-        manifest, params.model, params.bao, CAM_CHECKPOINT, device, params.seed, live, checkpoints, params.runtime))
+        manifest, params.model, params.bao, CAM_CHECKPOINT, device=device, seed=params.seed, live=live, resume_dir=checkpoints, runtime=params.runtime))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ CHECKPOINT = "models/cam.pt"
 
 def main() -> None:
     run_training_stage("train_cam", CHECKPOINT, lambda params, manifest, device, live, checkpoints: train_cam_net(
-        manifest, params.model, params.train_cam, device, params.seed, live, checkpoints, params.runtime))
+        manifest, params.model, params.train_cam, device=device, seed=params.seed, live=live, resume_dir=checkpoints, runtime=params.runtime))
 
 
 if __name__ == "__main__":

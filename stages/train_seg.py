@@ -9,7 +9,7 @@ CHECKPOINT = "models/deeplab.pt"
 
 def main() -> None:
     run_training_stage("train_seg", CHECKPOINT, lambda params, manifest, device, live, checkpoints: train_segmentation_net(
-        manifest, PSEUDO_LABELS, params.train_seg, device, params.seed, live, checkpoints, params.runtime))
+        manifest, PSEUDO_LABELS, params.train_seg, device=device, seed=params.seed, live=live, resume_dir=checkpoints, runtime=params.runtime))
 
 
 if __name__ == "__main__":

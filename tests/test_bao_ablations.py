@@ -117,12 +117,12 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     model_cfg = PARAMS.model.model_copy(update={"backbone": backbone, "refine": refine})
     cam_cfg = PARAMS.train_cam.model_copy(update=TINY_LOADER)
     torch.manual_seed(0)
-    cam_net, cam_metrics = train_cam_net(manifest, model_cfg, cam_cfg, device, 0, FakeLive())
+    cam_net, cam_metrics = train_cam_net(manifest, model_cfg, cam_cfg, device=device, seed=0, live=FakeLive())
     save_model(tmp_path / "cam.pt", cam_net, {})
     teachers = []
     monkeypatch.setattr(bao_training, "make_teacher", lambda *a: teachers.append(make_teacher(*a)) or teachers[-1])
     cfg = bao_cfg(**switches)
-    student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device, 0, FakeLive())
+    student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device=device, seed=0, live=FakeLive())
     assert all(math.isfinite(value) for value in metrics.values())
     assert (student.label_encoder is not None) == cfg.label_encoder
     # teacher "none" keeps the trained CAM network; "ema" follows the student
@@ -131,12 +131,12 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
 
     crf = PARAMS.crf.model_copy(update={"enabled": True, "num_workers": 0})
     pseudo_cfg = PARAMS.pseudo_label.model_copy(update={"scales": (64,)})
-    results, gallery = bao_pseudo_labels(student, manifest, pseudo_cfg, crf, device, tmp_path, gallery_size=2)
+    results, gallery = bao_pseudo_labels(student, manifest, pseudo_cfg, crf=crf, device=device, out_dir=tmp_path, gallery_size=2)
     assert len(list(tmp_path.glob("syn_*.png"))) == 8
     for name in ("bao", "bao_crf"):
         assert 0.0 <= results[name]["miou"] <= 1.0
     assert len(gallery) == 2 and all({"bao", "bao_crf", "background"} <= set(g) for g in gallery.values())
-    rows = gallery_rows(cam_net, manifest, pseudo_cfg, device, gallery, threshold=0.3)
+    rows = gallery_rows(cam_net, manifest, pseudo_cfg, device, bao=gallery, threshold=0.3)
     assert all(row["baseline"].shape == row["image"].shape[:2] == row["gt"].shape for row in rows)
     assert np.isfinite(rows[0]["background"]).all()
     save_gallery(tmp_path / "gallery.png", rows, 0.3)

@@ -61,7 +61,7 @@ def test_pseudo_labels_of_the_batched_loader_equal_the_per_image_path():
     device = torch.device("cpu")
     scales = [32, 48]
     loader = DataLoader(_Items(images, labels), batch_size=3, collate_fn=collate_full_size)
-    batched = {index: (maps, row) for index, maps, row in iterate_multiscale(net, loader, device, scales, True, True, "test")}
+    batched = {index: (maps, row) for index, maps, row in iterate_multiscale(net, loader, device, scales=scales, flip=True, with_am=True, desc="test")}
     assert sorted(batched) == list(range(len(SIZES)))
     forward = map_forward(net, device, with_am=True)
     with torch.no_grad():

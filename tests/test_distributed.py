@@ -42,7 +42,7 @@ def train(model_to_call: nn.Module, model: nn.Module, loader, seen: list) -> lis
         seen.append((state.epoch, batch["index"].tolist()))
         return {"loss_mse": nn.functional.mse_loss(model_to_call(batch["image"]), batch["target"])}
 
-    return train_loop(step, model, loader, optimizer, None, EPOCHS, torch.device("cpu")).history
+    return train_loop(step, model, loader, optimizer, scheduler=None, epochs=EPOCHS, device=torch.device("cpu")).history
 
 
 def _rank_main(rank: int, port: int, out_dir: str) -> None:
@@ -55,7 +55,7 @@ def _rank_main(rank: int, port: int, out_dir: str) -> None:
     assert init_distributed("cpu")
     model = tiny_model()
     net = prepare_model(model, torch.device("cpu"))
-    loader = make_loader(TinyData(), PER_RANK_BATCH, True, 0, SEED, drop_last=True, distributed=True)
+    loader = make_loader(TinyData(), PER_RANK_BATCH, shuffle=True, num_workers=0, seed=SEED, drop_last=True, distributed=True)
     seen: list = []
     history = train(net, model, loader, seen)
     matrix = ConfusionMatrix(3)

@@ -82,7 +82,7 @@ def toy_run(directory: Path | None, crash_at: int | None = None, every: int = 2,
     seed_everything(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     teacher = copy.deepcopy(model).requires_grad_(False)
-    loader = make_loader(NoisyDataset(10), 3, True, 0, seed=0, drop_last=True)
+    loader = make_loader(NoisyDataset(10), 3, shuffle=True, num_workers=0, seed=0, drop_last=True)
     optimizer = create_optimizer(model.parameters(), 1e-2, 1e-4)
     scheduler = create_scheduler(optimizer, 3 * len(loader))
     live = FakeLive()
@@ -94,7 +94,7 @@ def toy_run(directory: Path | None, crash_at: int | None = None, every: int = 2,
         return {"loss_mse": F.mse_loss(model(batch["x"]), batch["y"])}
 
     checkpoint = CheckpointHook(directory, fingerprint, every) if directory is not None else None
-    state = train_loop(step, model, loader, optimizer, scheduler, 3, CPU, hooks, "toy", checkpoint)
+    state = train_loop(step, model, loader, optimizer, scheduler=scheduler, epochs=3, device=CPU, hooks=hooks, description="toy", checkpoint=checkpoint)
     return {"model": model.state_dict(), "teacher": teacher.state_dict(), "history": state.history,
             "live": live.rows, "lr": optimizer.param_groups[0]["lr"], "step": state.step}
 
@@ -168,9 +168,9 @@ def test_inf_loss_also_stops(tmp_path):
         return {"loss": torch.tensor(float("inf"), requires_grad=True)}
 
     model = nn.Linear(4, 1)
-    loader = make_loader(NoisyDataset(4), 2, True, 0, seed=0)
+    loader = make_loader(NoisyDataset(4), 2, shuffle=True, num_workers=0, seed=0)
     with pytest.raises(FloatingPointError, match=r"loss became inf at step 1 .*last finite loss: None"):
-        train_loop(step, model, loader, create_optimizer(model.parameters(), 0.1, 0), None, 1, CPU)
+        train_loop(step, model, loader, create_optimizer(model.parameters(), 0.1, 0), scheduler=None, epochs=1, device=CPU)
 
 
 # --- stage-level: the resume directory and atomic outputs -------------------------------------

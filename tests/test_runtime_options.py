@@ -27,7 +27,9 @@ def _train(channels_last: bool):
         layouts.append(batch["image"].is_contiguous(memory_format=torch.channels_last))
         return {"loss": nn.functional.mse_loss(net(batch["image"]), batch["target"])}
 
-    state = train_loop(step, model, _batches(), create_optimizer(model.parameters(), 1e-2, 0.0), None, 2, torch.device("cpu"), channels_last=channels_last)
+    state = train_loop(
+        step, model, _batches(), create_optimizer(model.parameters(), 1e-2, 0.0), scheduler=None, epochs=2, device=torch.device("cpu"), channels_last=channels_last
+    )
     return model, state, layouts
 
 
@@ -58,10 +60,10 @@ def test_loader_takes_prefetch_and_pinning_from_params():
     params = load_params()
     assert params.runtime.prefetch_factor >= 1 and params.pseudo_label.batch_size >= 1
     dataset = torch.utils.data.TensorDataset(torch.arange(10))
-    loader = make_loader(dataset, 4, False, 1, 0, runtime=RuntimeConfig(prefetch_factor=3, pin_memory=True))
+    loader = make_loader(dataset, 4, shuffle=False, num_workers=1, seed=0, runtime=RuntimeConfig(prefetch_factor=3, pin_memory=True))
     assert loader.prefetch_factor == 3
     assert loader.pin_memory == torch.cuda.is_available()
-    assert make_loader(dataset, 4, False, 0, 0).prefetch_factor is None
+    assert make_loader(dataset, 4, shuffle=False, num_workers=0, seed=0).prefetch_factor is None
 
 
 def test_compiled_model_trains_like_the_eager_one():

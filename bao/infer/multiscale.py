@@ -55,7 +55,7 @@ def _square_batch(images: Sequence[torch.Tensor], buckets: dict, scale: int) -> 
 
 
 def batched_multiscale_maps(
-    forward: BatchMapFn, images: Sequence[torch.Tensor], labels: torch.Tensor, scales: Sequence[int], flip: bool
+    forward: BatchMapFn, images: Sequence[torch.Tensor], labels: torch.Tensor, *, scales: Sequence[int], flip: bool
 ) -> list[dict[str, torch.Tensor]]:
     """``multiscale_maps`` for several images (sizes may differ) at once: per scale, one forward
     pass over every image and its mirror; maps are resized back on the images' device.

@@ -32,7 +32,9 @@ OUTPUT_THREADS = 2
 
 def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
     dataset = ImageLabelDataset(manifest, "train", eval_transform())
-    loader = make_loader(shard_dataset(dataset), cfg.batch_size, False, cfg.num_workers, 0, runtime=runtime, collate_fn=collate_full_size)
+    loader = make_loader(
+        shard_dataset(dataset), cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, seed=0, runtime=runtime, collate_fn=collate_full_size
+    )
     return dataset, loader
 
 
@@ -54,7 +56,7 @@ def _score(name: str, gt_path: Path | None, predictions: list[np.ndarray], num_c
     return name, np.stack([confusion_counts(gt, prediction, num_classes) for prediction in predictions])
 
 
-def _save_and_score(name: str, path: Path, prediction: np.ndarray, gt_path: Path | None, num_classes: int) -> tuple[str, np.ndarray | None]:
+def _save_and_score(name: str, path: Path, prediction: np.ndarray, gt_path: Path | None, *, num_classes: int) -> tuple[str, np.ndarray | None]:
     save_mask(path, prediction)
     return _score(name, gt_path, [prediction], num_classes)
 
@@ -77,7 +79,7 @@ def class_names_with_background(manifest: Manifest) -> list[str]:
 
 
 def threshold_sweep(
-    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, runtime: RuntimeConfig | None = None
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, runtime: RuntimeConfig | None = None
 ) -> dict:
     """mIoU of CAM pseudo-labels at each t; the best t is chosen with ground truth (an oracle).
 
@@ -89,7 +91,9 @@ def threshold_sweep(
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
     matrices = {"sweep": [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]}
-    maps_iter = iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "threshold sweep", runtime.amp, runtime.channels_last)
+    maps_iter = iterate_multiscale(
+        cam_net, loader, device, scales=cfg.scales, flip=cfg.flip, with_am=False, desc="threshold sweep", amp=runtime.amp, channels_last=runtime.channels_last
+    )
     with BoundedPool(OUTPUT_THREADS) as pool:
         for index, maps, labels in maps_iter:
             gt_path = _gt_path(dataset, index)
@@ -111,6 +115,7 @@ def bao_pseudo_labels(
     bao_net: nn.Module,
     manifest: Manifest,
     cfg: PseudoLabelConfig,
+    *,
     crf: CrfConfig,
     device: torch.device,
     out_dir: Path,
@@ -127,7 +132,9 @@ def bao_pseudo_labels(
     k = manifest.num_classes + 1
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
-    maps_iter = iterate_multiscale(bao_net, loader, device, cfg.scales, cfg.flip, True, "BAO pseudo-labels", runtime.amp, runtime.channels_last)
+    maps_iter = iterate_multiscale(
+        bao_net, loader, device, scales=cfg.scales, flip=cfg.flip, with_am=True, desc="BAO pseudo-labels", amp=runtime.amp, channels_last=runtime.channels_last
+    )
 
     with BoundedPool(OUTPUT_THREADS) as pool:
 
@@ -148,35 +155,35 @@ def bao_pseudo_labels(
 
             for index, final in refine_in_workers(scored_jobs(), crf):
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
-                _add_counts(matrices, pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), k))
+                _add_counts(matrices, pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), num_classes=k))
                 if index in gallery:
                     gallery[index]["bao_crf"] = final
         else:
             for index, _, prediction, _ in jobs():
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
-                _add_counts(matrices, pool.submit(_save_and_score, "bao", path, prediction, _gt_path(dataset, index), k))
+                _add_counts(matrices, pool.submit(_save_and_score, "bao", path, prediction, _gt_path(dataset, index), num_classes=k))
         _add_counts(matrices, pool.drain())
     _all_reduce(matrices)
     names = class_names_with_background(manifest)
     return {name: group[0].compute(names) if group[0].matrix.sum() else None for name, group in matrices.items()}, gallery
 
 
-def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, indices, threshold: float) -> dict[int, np.ndarray]:
+def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, indices, threshold: float) -> dict[int, np.ndarray]:
     """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
     dataset = ImageLabelDataset(manifest, "train", eval_transform())
-    loader = make_loader(Subset(dataset, list(indices)), cfg.batch_size, False, cfg.num_workers, seed=0, collate_fn=collate_full_size)
+    loader = make_loader(Subset(dataset, list(indices)), cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, seed=0, collate_fn=collate_full_size)
     labels_by_index = {}
-    for index, maps, labels in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):
+    for index, maps, labels in iterate_multiscale(cam_net, loader, device, scales=cfg.scales, flip=cfg.flip, with_am=False, desc="baseline gallery"):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 
 
 def gallery_rows(
-    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, bao: dict[int, dict], threshold: float
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, bao: dict[int, dict], threshold: float
 ) -> list[dict]:
     """Everything a gallery row shows: image, ground truth, the baseline at ``threshold``, BAO's maps."""
     dataset = ImageLabelDataset(manifest, "train")
-    baseline = baseline_labels(cam_net, manifest, cfg, device, bao, threshold)
+    baseline = baseline_labels(cam_net, manifest, cfg, device, indices=bao, threshold=threshold)
     rows = []
     for index, maps in bao.items():
         image = load_image(manifest.resolve(dataset.rows.at[index, "image_path"]))

@@ -44,7 +44,7 @@ def collate_full_size(items: list[dict]) -> dict:
     }
 
 
-def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool = True, channels_last: bool = False):
+def map_forward(model: nn.Module, device: torch.device, *, with_am: bool, amp: bool = True, channels_last: bool = False):
     """The maps multi-scale inference sums: CAMs, and BAO's background channel (AM channel 0),
     refined by attention where the model is built for it."""
 
@@ -66,6 +66,7 @@ def iterate_multiscale(
     model: nn.Module,
     loader: DataLoader,
     device: torch.device,
+    *,
     scales,
     flip: bool,
     with_am: bool,
@@ -76,11 +77,11 @@ def iterate_multiscale(
     """Yield (index, merged maps, labels) per image, on ``device``, from a loader that collates
     full-size images with ``collate_full_size``; each loader batch is one forward pass per scale."""
     model.eval()
-    forward = map_forward(model, device, with_am, amp, channels_last)
+    forward = map_forward(model, device, with_am=with_am, amp=amp, channels_last=channels_last)
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True, disable=not is_main_process()):
         images = [image.to(device, non_blocking=True) for image in batch["image"]]
         labels = batch["labels"].to(device, non_blocking=True)
-        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales, flip)):
+        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales=scales, flip=flip)):
             yield int(batch["index"][position]), maps, labels[position]
 
 

@@ -21,13 +21,13 @@ from bao.train.common import make_loader
 
 
 def predict_split(
-    model: nn.Module, manifest: Manifest, split: str, out_dir: Path, device: torch.device, num_workers: int, runtime: RuntimeConfig | None = None
+    model: nn.Module, manifest: Manifest, split: str, out_dir: Path, *, device: torch.device, num_workers: int, runtime: RuntimeConfig | None = None
 ) -> None:
     """One PNG per image of ``split``; under ``torchrun`` each process predicts its shard."""
     runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, split, eval_transform())
     model.eval()
-    loader = make_loader(shard_dataset(dataset), 1, False, num_workers, seed=0, runtime=runtime)
+    loader = make_loader(shard_dataset(dataset), 1, shuffle=False, num_workers=num_workers, seed=0, runtime=runtime)
     with BoundedPool(2) as pool:
         for batch in tqdm(loader, desc=f"predict {split}", dynamic_ncols=True, disable=not is_main_process()):
             index = int(batch["index"][0])

@@ -39,7 +39,7 @@ class TeacherHook(Hook):
         self.teacher.load_state_dict(state["teacher"])
 
 
-def bao_losses(outputs: dict, teacher_cams: torch.Tensor, labels: torch.Tensor, cfg: BaoConfig, epoch: int) -> dict[str, torch.Tensor]:
+def bao_losses(outputs: dict, teacher_cams: torch.Tensor, labels: torch.Tensor, cfg: BaoConfig, *, epoch: int) -> dict[str, torch.Tensor]:
     """L_cls + lambda * L_bal, with targets from the teacher's CAMs (smoothed by eps; 0 = one-hot).
 
     ``bao.loss: ce`` swaps the balanced loss for plain soft CE over all pixels (an ablation; the
@@ -68,6 +68,7 @@ def train_bao_net(
     model_cfg: ModelConfig,
     cfg: BaoConfig,
     cam_checkpoint: str,
+    *,
     device: torch.device,
     seed: int,
     live,
@@ -77,7 +78,7 @@ def train_bao_net(
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True)
     student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder)
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
     net = prepare_model(student, device, runtime)
@@ -89,13 +90,14 @@ def train_bao_net(
         images, labels = batch["image"], batch["labels"]
         with torch.no_grad():
             teacher_cams = teacher(images, refine=True)["cams"]
-        return bao_losses(net(images, labels, refine=True), teacher_cams, labels, cfg, state.epoch)
+        return bao_losses(net(images, labels, refine=True), teacher_cams, labels, cfg, epoch=state.epoch)
 
     hooks = [*teacher_hooks, LiveHook(live, optimizer)]
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [cam_checkpoint, model_cfg.checkpoint])
     checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
     state = train_loop(
-        step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao", checkpoint, runtime.amp, runtime.channels_last
+        step, student, loader, optimizer, scheduler=scheduler, epochs=cfg.epochs, device=device, hooks=hooks, description="train_bao",
+        checkpoint=checkpoint, amp=runtime.amp, channels_last=runtime.channels_last,
     )
     final = state.history[-1]
     return student, {"final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"]}

@@ -24,6 +24,7 @@ def train_cam_net(
     manifest: Manifest,
     model_cfg: ModelConfig,
     cfg: CamTrainConfig,
+    *,
     device: torch.device,
     seed: int,
     live,
@@ -33,7 +34,7 @@ def train_cam_net(
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True)
     model = create_cam_net(model_cfg, manifest.num_classes)
     net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
@@ -46,15 +47,16 @@ def train_cam_net(
     checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
     hooks = [LiveHook(live, optimizer)]
     state = train_loop(
-        step, model, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_cam", checkpoint, runtime.amp, runtime.channels_last
+        step, model, loader, optimizer, scheduler=scheduler, epochs=cfg.epochs, device=device, hooks=hooks, description="train_cam",
+        checkpoint=checkpoint, amp=runtime.amp, channels_last=runtime.channels_last,
     )
-    logits, labels = validation_logits(model, manifest, cfg.num_workers, device, runtime)
+    logits, labels = validation_logits(model, manifest, num_workers=cfg.num_workers, device=device, runtime=runtime)
     metrics = {"final_loss": state.history[-1]["loss"], "val_map": mean_average_precision(logits, labels)}
     return model, metrics
 
 
-def validation_logits(model: CamNet, manifest: Manifest, num_workers: int, device: torch.device, runtime: RuntimeConfig):
+def validation_logits(model: CamNet, manifest: Manifest, *, num_workers: int, device: torch.device, runtime: RuntimeConfig):
     """Val logits and labels; under ``torchrun`` each process scores its shard and all are gathered."""
     val = shard_dataset(ImageLabelDataset(manifest, "val", eval_transform()))
-    logits, labels = predict_logits(model, make_loader(val, 1, False, num_workers, 0, runtime=runtime), device, runtime.amp)
+    logits, labels = predict_logits(model, make_loader(val, 1, shuffle=False, num_workers=num_workers, seed=0, runtime=runtime), device, runtime.amp)
     return torch.cat(gather_tensors(logits)), torch.cat(gather_tensors(labels))

@@ -40,6 +40,7 @@ class ResumableBatchSampler(BatchSampler):
 def make_loader(
     dataset: Dataset,
     batch_size: int,
+    *,
     shuffle: bool,
     num_workers: int,
     seed: int,

@@ -113,6 +113,7 @@ def train_loop(
     model: nn.Module,
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
+    *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     epochs: int,
     device: torch.device,
@@ -148,7 +149,7 @@ def train_loop(
         timer = EpochTimer()
         for state.step_in_epoch, batch in enumerate(batches, start=state.start_batch):
             timer.got_batch(batch)
-            values = _train_step(step_fn, batch, run, state, device)
+            values = _train_step(step_fn, batch, run, state, device=device)
             batches.set_postfix(loss=f"{values['loss']:.4f}")
             for hook in hooks:
                 hook.after_step(state, values)
@@ -164,7 +165,7 @@ def train_loop(
     return state
 
 
-def _train_step(step_fn: StepFn, batch: dict, run: TrainingRun, state: LoopState, device: torch.device) -> dict[str, float]:
+def _train_step(step_fn: StepFn, batch: dict, run: TrainingRun, state: LoopState, *, device: torch.device) -> dict[str, float]:
     """Forward, finiteness check (before any weight changes), backward, optimizer and LR step."""
     with autocast(device, run.amp):
         losses = step_fn(to_device(batch, device, run.channels_last), state)

@@ -21,6 +21,7 @@ def train_segmentation_net(
     manifest: Manifest,
     pseudo_label_dir: str | Path,
     cfg: SegConfig,
+    *,
     device: torch.device,
     seed: int,
     live,
@@ -31,7 +32,7 @@ def train_segmentation_net(
     runtime = runtime or RuntimeConfig()
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True)
     model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
     net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
@@ -43,6 +44,7 @@ def train_segmentation_net(
     checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, run_fingerprint([cfg], seed, manifest, [pseudo_label_dir]))
     hooks = [LiveHook(live, optimizer)]
     state = train_loop(
-        step, model, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_seg", checkpoint, runtime.amp, runtime.channels_last
+        step, model, loader, optimizer, scheduler=scheduler, epochs=cfg.epochs, device=device, hooks=hooks, description="train_seg",
+        checkpoint=checkpoint, amp=runtime.amp, channels_last=runtime.channels_last,
     )
     return model, {"final_loss": state.history[-1]["loss"]}
