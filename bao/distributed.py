@@ -54,9 +54,9 @@ def init_distributed(device_type: str) -> bool:
     return True
 
 
-def shutdown_distributed() -> None:
-    if is_distributed():
-        dist.barrier()
+def leave_process_group() -> None:
+    """Run at exit by a stage under ``torchrun``. No barrier: a peer that crashed would hang it."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

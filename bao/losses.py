@@ -6,8 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from bao.data.palette import IGNORE_INDEX
-
-NORM_EPS = 1e-5
+from bao.infer.pseudo import max_normalized_cams
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -15,9 +14,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def background_activated_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, K+1, h, w): absent classes zeroed, ReLU, each class / its max, background = 1 - max."""
-    cams = F.relu(cams.float()) * labels.float()[:, :, None, None]
-    cams = cams / (cams.flatten(2).amax(dim=2)[:, :, None, None] + NORM_EPS)
+    """(B, K+1, h, w): the max-normalised CAMs (as the baseline's), background = 1 - their max."""
+    cams = max_normalized_cams(cams, labels)
     background = 1.0 - cams.amax(dim=1, keepdim=True)
     return torch.cat([background, cams], dim=1)
 

@@ -83,9 +83,6 @@ class ConfusionMatrix:
 
         self.matrix = all_reduce_sum(self.matrix)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
-        self.matrix += other.matrix
-
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for a class absent from both ground truth and prediction."""
         tp = np.diag(self.matrix).astype(np.float64)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from bao.config import Params, load_params
-from bao.distributed import get_rank, get_world_size, init_distributed, is_main_process
+from bao.distributed import get_rank, get_world_size, init_distributed, is_main_process, leave_process_group
 from bao.io import atomic_dir
 from bao.runtime import resolve_device, seed_everything
 
@@ -29,19 +29,12 @@ def start_stage(name: str, params_file: str = "params.yaml") -> tuple[Params, to
     params = load_params(params_file)
     device = resolve_device(params.device)
     if init_distributed(device.type):
-        atexit.register(_leave_process_group)
+        atexit.register(leave_process_group)
     level = logging.INFO if is_main_process() else logging.WARNING
     logging.basicConfig(level=level, format=f"[{name}{f' rank {get_rank()}' if get_world_size() > 1 else ''}] %(message)s")
     seed_everything(params.seed)
     log.info("device=%s seed=%d processes=%d", device, params.seed, get_world_size())
     return params, device
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 class NullLive:

@@ -80,3 +80,17 @@ def test_balanced_ce_with_no_background_pixels():
 def test_smoothing_sums_to_one_for_many_classes(eps):
     targets = torch.randint(0, 21, (2, 4, 4))
     assert torch.allclose(smooth_targets(targets, 21, eps).sum(1), torch.ones(2, 4, 4))
+
+
+def test_teacher_targets_and_the_baseline_share_one_cam_normalisation():
+    from bao.infer.pseudo import max_normalized_cams
+
+    generator = torch.Generator().manual_seed(0)
+    cams = torch.randn(2, 3, 4, 5, generator=generator) * 3
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    batched = background_activated_cams(cams, labels)[:, 1:]
+    for image in range(2):  # the baseline normalises one image at a time
+        assert torch.equal(batched[image], max_normalized_cams(cams[image], labels[image]))
+    # bao-method.md: ReLU, then each class map / (its spatial max + 1e-5)
+    peak = cams[0, 0].clamp(min=0).max()
+    assert torch.allclose(batched[0, 0].max(), peak / (peak + 1e-5))

@@ -49,10 +49,3 @@ def train_transform(crop_size: int, resize_long: tuple[int, int], color_jitter: 
 
 def eval_transform() -> v2.Transform:
     return normalize()
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """Back to [0, 1] RGB for figures."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(-1, 1, 1)
-    return (image * std + mean).clamp(0, 1)

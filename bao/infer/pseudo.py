@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-NORM_EPS = 1e-5
+NORM_EPS = 1e-5  # min-max normalisation of BAO's scores
+CAM_NORM_EPS = 1e-5  # bao-method.md: ReLU, then divide each class map by its spatial max (+1e-5)
 
 
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
@@ -38,9 +39,13 @@ def bao_pseudo_label(background: torch.Tensor, cams: torch.Tensor, labels: torch
 
 
 def max_normalized_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The baseline's CAM normalization: ReLU, absent classes zeroed, each class / its max."""
-    cams = F.relu(cams.float()) * labels.bool().to(cams.device)[:, None, None]
-    return cams / (cams.flatten(1).amax(dim=1)[:, None, None] + NORM_EPS)
+    """The one CAM max-normalisation, shared by BAO's teacher targets and the threshold baseline:
+    ReLU, absent classes zeroed, each class map / (its spatial max + 1e-5).
+
+    ``cams`` (..., K, H, W) with ``labels`` (..., K): one image (K, H, W) or a batch (B, K, H, W)."""
+    present = labels.to(device=cams.device).bool()
+    cams = F.relu(cams.float()) * present[..., None, None]
+    return cams / (cams.flatten(-2).amax(dim=-1)[..., None, None] + CAM_NORM_EPS)
 
 
 def threshold_pseudo_labels(normalized_cams: torch.Tensor, thresholds: Sequence[float]) -> list[np.ndarray]:
