@@ -54,12 +54,6 @@ def pair_confusion(pair: tuple[Path, Path], num_classes: int) -> np.ndarray:
         raise ValueError(f"{pair[1]} vs {pair[0]}: {error} (check --num-classes)") from None
 
 
-def decode_pair(pair: tuple[Path, Path]) -> int:
-    """Decoding alone, the floor an evaluator is measured against."""
-    gt, pred = load_pair(pair)
-    return gt.size
-
-
 def make_pool(kind: str, workers: int) -> Executor:
     if kind not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {kind!r}")

@@ -4,9 +4,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from bao.config import ModelConfig
-from bao.infer.multiscale import batched_multiscale_maps, multiscale_maps
+from bao.infer.multiscale import batched_multiscale_maps
+from multiscale_reference import multiscale_maps
 from bao.infer.predict import collate_full_size, iterate_multiscale, map_forward
-from bao.infer.pseudo import bao_pseudo_label
+from bao.infer.pseudo import bao_scores, scores_to_labels
 from bao.models import create_bao_net
 
 SIZES = [(20, 30), (24, 24), (20, 30), (17, 41), (24, 24)]
@@ -72,5 +73,5 @@ def test_pseudo_labels_of_the_batched_loader_equal_the_per_image_path():
             for name in ("cams", "background"):
                 assert maps[name].shape == (reference[name].shape[0], *SIZES[index])
                 torch.testing.assert_close(maps[name], reference[name], rtol=1e-5, atol=1e-5)
-            expected = bao_pseudo_label(reference["background"][0], reference["cams"], row)
-            assert (bao_pseudo_label(maps["background"][0], maps["cams"], row) == expected).all()
+            expected = scores_to_labels(bao_scores(reference["background"][0], reference["cams"], row))
+            assert (scores_to_labels(bao_scores(maps["background"][0], maps["cams"], row)) == expected).all()

@@ -23,10 +23,6 @@ class Source:
     finish: Callable[[Path, pd.DataFrame], dict] | None = None
 
 
-def empty_table() -> pd.DataFrame:
-    return pd.DataFrame(columns=list(COLUMNS))
-
-
 def label_vector(names, classes: tuple[str, ...]) -> list[int]:
     """Multi-hot vector of ``names``, which must all be in ``classes``."""
     present = set(names)

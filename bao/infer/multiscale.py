@@ -1,7 +1,8 @@
 """Multi-scale + flip inference: square resizes, un-flip, resize back to the image, sum.
 
-``multiscale_maps`` is the reference for one image; ``batched_multiscale_maps`` computes the same
-maps for a batch of images with one forward pass per scale (the pseudo-label stage uses it).
+``batched_multiscale_maps`` computes the maps of a batch of images with one forward pass per
+scale (the pseudo-label stage uses it); tests/multiscale_reference.py holds the one-image
+reference it is checked against.
 """
 
 from __future__ import annotations
@@ -10,28 +11,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch.nn import functional as F
-
-MapFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-
-
-def multiscale_maps(forward: MapFn, image: torch.Tensor, scales: Sequence[int], flip: bool) -> dict[str, torch.Tensor]:
-    """``image`` (3, H, W) normalized; returns each map named by ``forward`` summed at (H, W), float32.
-
-    ``forward`` takes a batch (N, 3, s, s) and returns maps (N, C, h, w); an image and its mirror
-    share one forward pass.
-    """
-    height, width = image.shape[-2:]
-    summed: dict[str, torch.Tensor] = {}
-    for scale in scales:
-        resized = F.interpolate(image[None], size=(scale, scale), mode="bilinear", align_corners=False)
-        batch = torch.cat([resized, resized.flip(-1)]) if flip else resized
-        for name, maps in forward(batch).items():
-            maps = maps.float()
-            merged = maps[:1] + maps[1:2].flip(-1) if flip else maps[:1]
-            merged = F.interpolate(merged, size=(height, width), mode="bilinear", align_corners=False)[0]
-            summed[name] = summed[name] + merged if name in summed else merged
-    return summed
-
 
 BatchMapFn = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
@@ -57,7 +36,7 @@ def _square_batch(images: Sequence[torch.Tensor], buckets: dict, scale: int) -> 
 def batched_multiscale_maps(
     forward: BatchMapFn, images: Sequence[torch.Tensor], labels: torch.Tensor, *, scales: Sequence[int], flip: bool
 ) -> list[dict[str, torch.Tensor]]:
-    """``multiscale_maps`` for several images (sizes may differ) at once: per scale, one forward
+    """The reference ``multiscale_maps`` (tests/multiscale_reference.py) for several images (sizes may differ) at once: per scale, one forward
     pass over every image and its mirror; maps are resized back on the images' device.
 
     ``forward`` takes a batch (M, 3, s, s) and its labels (M, K) and returns maps (M, C, h, w).

@@ -33,11 +33,6 @@ def scores_to_labels(scores: torch.Tensor) -> np.ndarray:
     return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
-def bao_pseudo_label(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(H, W) uint8 in 0..K: argmax of ``bao_scores``, no threshold."""
-    return scores_to_labels(bao_scores(background, cams, labels))
-
-
 def max_normalized_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The one CAM max-normalisation, shared by BAO's teacher targets and the threshold baseline:
     ReLU, absent classes zeroed, each class map / (its spatial max + 1e-5).
