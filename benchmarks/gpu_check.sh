@@ -3,7 +3,8 @@
 # params, a torchrun launch, and the three benchmarks. Figures (images/s, the fraction of training
 # time spent waiting for data, ratios) go to $OUT/gpu_check.json, logs to $OUT/*.log.
 #   bash benchmarks/gpu_check.sh          # on a GPU machine, from anywhere
-#   bash benchmarks/gpu_check.sh --cpu    # tiny CPU rehearsal of the same parts (slow on 2 cores)
+#   bash benchmarks/gpu_check.sh --cpu    # small CPU rehearsal of the same parts (slow on 2 cores)
+#   bash benchmarks/gpu_check.sh --cpu --tiny   # the smallest rehearsal (a minute or two; the test suite runs it)
 # Without CUDA and without --cpu it stops at once with a message saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,6 @@ if [[ "${1:-}" != "--cpu" ]] && ! python -c "import torch, sys; sys.exit(0 if to
   exit 2
 fi
 if [[ "${1:-}" != "--cpu" ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true; fi
-limit=470                      # the parts' own limits add up to less; this is the backstop
+limit=480                      # 8 minutes: the parts' own limits add up to less; this is the backstop
 if [[ "${1:-}" == "--cpu" ]]; then limit=3600; fi
 exec timeout "$limit" python -m benchmarks.gpu_check "$@"

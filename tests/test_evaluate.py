@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,8 +9,10 @@ import pytest
 from bao.data.palette import save_mask
 from bao.evaluate import evaluate_pairs, load_pair, main, pairs_from_dirs
 from bao.metrics import ConfusionMatrix, confusion_counts
-from benchmarks.evaluator import loop_evaluator_iou
+from benchmarks.loop_evaluator import loop_evaluator_iou
 from benchmarks.masks import blob_mask, predicted_mask
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -81,3 +86,19 @@ def test_cli_missing_or_mismatched_prediction_is_a_clear_error(mask_dirs, tmp_pa
     message = capsys.readouterr().err
     assert f"{pred_dir / '2.png'}" in message and "prediction has [7]" in message
     assert not out.exists()
+
+
+def test_cli_runs_without_importing_torch(mask_dirs, tmp_path):
+    """`python -m bao.evaluate` starts in a fraction of a second because torch is never imported."""
+    gt_dir, pred_dir = mask_dirs
+    out = tmp_path / "metrics.json"
+    wrapper = (
+        "import runpy, sys\n"
+        f"sys.argv = ['bao.evaluate', '--pred', {str(pred_dir)!r}, '--gt', {str(gt_dir)!r}, '--num-classes', '5', '--out', {str(out)!r}]\n"
+        "runpy.run_module('bao.evaluate', run_name='__main__', alter_sys=True)\n"
+        "loaded = sorted(name for name in sys.modules if name == 'torch' or name.startswith('torch.'))\n"
+        "assert not loaded, f'bao.evaluate imported {loaded[:5]}'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", wrapper], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["miou"] >= 0

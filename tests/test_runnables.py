@@ -1,0 +1,91 @@
+"""Every runnable file runs, at tiny sizes, exactly as a user would start it (a fresh process).
+
+Each benchmark's figures are checked for the keys its README rows quote, so a changed signature
+or a renamed figure fails here instead of on the next machine that runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(command: list[str], tmp_path: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment)
+    assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_train_step_benchmark_reports_throughput_and_mfu(tmp_path):
+    out = tmp_path / "train_step.json"
+    run([sys.executable, "-m", "benchmarks.train_step", "--size", "32", "--batch", "2", "--steps", "1", "--repeats", "1",
+         "--threads", "1", "--out", str(out)], tmp_path)
+    figures = json.loads(out.read_text())
+    assert positive(figures["model_gflops_per_step"])
+    assert figures["peaks"]["measured_matmul_dtype"] == "float32" and figures["peaks"]["datasheet_dense_bf16_flops_per_s"] is None
+    for variant in ("fp32", "amp", "channels_last", "amp_channels_last"):
+        assert positive(figures[f"{variant}_images_per_s"])
+        assert positive(figures[f"{variant}_mfu_vs_measured_matmul"])
+        assert figures[f"{variant}_mfu_vs_datasheet_bf16"] is None  # no datasheet peak for a CPU
+        assert 0 <= figures[f"{variant}_data_wait_fraction"] < 1
+
+
+def test_pseudo_label_benchmark_times_batches_and_memory(tmp_path):
+    out = tmp_path / "pseudo_label.json"
+    run([sys.executable, "-m", "benchmarks.pseudo_label", "--images", "2", "--batch-size", "2", "--scales", "32", "--workers", "0",
+         "--repeats", "1", "--threads", "1", "--out", str(out)], tmp_path)
+    figures = json.loads(out.read_text())
+    assert positive(figures["one_at_a_time_images_per_s"]) and positive(figures["batched_images_per_s"])
+    assert positive(figures["rss_peak_4n_over_n"]) and "rss_peak_mib_at_8" in figures
+
+
+def test_evaluator_benchmark_compares_in_process_and_with_process_start(tmp_path):
+    out = tmp_path / "evaluator.json"
+    run([sys.executable, "-m", "benchmarks.evaluator", "--count", "3", "--repeats", "1", "--out", str(out)], tmp_path)
+    figures = json.loads(out.read_text())
+    assert figures["identical_per_class_iou"] and figures["cli_identical_per_class_iou"]
+    for key in ("speedup_vs_loop_thread", "speedup_vs_loop_process", "cli_speedup_vs_loop", "cli_python_start_s"):
+        assert positive(figures[key]), key
+
+
+def test_prepare_benchmark_runs_every_format(tmp_path):
+    result = run([sys.executable, "tests/bench_prepare.py", "--images", "5", "--workers", "1"], tmp_path)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [row["dataset"] for row in rows] == ["voc", "voc train_aug (SBD .mat masks)", "coco (cold cache)", "coco (warm cache)", "folder"]
+    assert all(positive(row["wall_s_per_1000"]) for row in rows)
+
+
+def test_gpu_check_without_cuda_says_so(tmp_path):
+    result = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2 and "no CUDA device" in result.stderr
+
+
+@pytest.mark.timeout(900)
+def test_gpu_check_cpu_tiny_runs_every_part(tmp_path):
+    """The GPU check's CPU rehearsal: pipeline (through dvc as `python -m dvc`), torchrun, the three
+    benchmarks; gpu_check.json has throughput, MFU and data-wait fraction for each training run."""
+    out = tmp_path / "out"
+    run(["bash", "benchmarks/gpu_check.sh", "--cpu", "--tiny"], tmp_path, timeout=840, env={"OUT": str(out)})
+    figures = json.loads((out / "gpu_check.json").read_text())
+    for part in ("pipeline", "torchrun", "train_step", "pseudo_label", "evaluator"):
+        assert figures[part]["status"] == "ok", part
+    assert set(figures["pipeline"]["stages"]) == {"train_cam", "train_bao"}
+    assert set(figures["summary"]) == {"pipeline.train_cam", "pipeline.train_bao", "torchrun.train_cam",
+                                       "train_step.fp32", "train_step.amp", "train_step.channels_last", "train_step.amp_channels_last"}
+    for name, row in figures["summary"].items():
+        assert positive(row["images_per_s"]) and positive(row["mfu_vs_measured_matmul"]), name
+        assert row["mfu_vs_datasheet_bf16"] is None and 0 <= row["data_wait_fraction"] < 1, name
