@@ -70,7 +70,7 @@ def cli_comparison(gt_dir: Path, pred_dir: Path, out_dir: Path, *, num_classes: 
     return figures
 
 
-def run(root: Path, count: int, workers: int, repeats: int, num_classes: int = 21) -> dict:
+def run(root: Path, count: int, workers: int, repeats: int, *, num_classes: int = 21) -> dict:
     gt_dir, pred_dir = write_mask_pairs(root, count, num_classes)
     pairs = pairs_from_dirs(pred_dir, gt_dir, None)
     best: dict[str, float] = {}

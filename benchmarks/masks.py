@@ -39,7 +39,7 @@ def predicted_mask(rng: np.random.Generator, gt: np.ndarray, num_classes: int) -
     return pred
 
 
-def write_mask_pairs(root: Path, count: int, num_classes: int = 21, size: tuple[int, int] = (375, 500), seed: int = 0) -> tuple[Path, Path]:
+def write_mask_pairs(root: Path, count: int, num_classes: int = 21, *, size: tuple[int, int] = (375, 500), seed: int = 0) -> tuple[Path, Path]:
     """``root/gt`` and ``root/pred`` with ``count`` palette PNGs each; returns the two directories."""
     rng = np.random.default_rng(seed)
     gt_dir, pred_dir = root / "gt", root / "pred"

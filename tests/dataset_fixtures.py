@@ -16,7 +16,7 @@ from bao.data.palette import save_mask
 WIDTH, HEIGHT = 24, 16
 
 
-def write_jpeg(path: Path, width: int = WIDTH, height: int = HEIGHT, seed: int = 0, quality: int = 90) -> Path:
+def write_jpeg(path: Path, width: int = WIDTH, height: int = HEIGHT, *, seed: int = 0, quality: int = 90) -> Path:
     """A noisy RGB JPEG (noise keeps the file realistic: JPEG is not tiny for flat colour)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -77,7 +77,7 @@ class CrashHook(Hook):
             raise Crash(f"crash at step {state.step}")
 
 
-def toy_run(directory: Path | None, crash_at: int | None = None, every: int = 2, nan_at: int | None = None, fingerprint: str = "f"):
+def toy_run(directory: Path | None, crash_at: int | None = None, *, every: int = 2, nan_at: int | None = None, fingerprint: str = "f"):
     """3 epochs of 3 batches with an EMA teacher, DVCLive logging and a resume checkpoint."""
     seed_everything(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))

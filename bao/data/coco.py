@@ -137,7 +137,7 @@ def _annotations_by_image(path: Path, data: dict, label_of: dict[int, int], prob
 
 
 def read_coco_split(
-    root: Path, split: str, role: str, label_of: dict[int, int], data: dict, base: Path, problems: list[str], counts: Counter
+    root: Path, split: str, role: str, label_of: dict[int, int], *, data: dict, base: Path, problems: list[str], counts: Counter
 ) -> tuple[list[dict], list[tuple]]:
     """Manifest rows (masks still to draw) and the rasterisation jobs of one split."""
     path = annotation_file(root, split)
@@ -161,7 +161,7 @@ def read_coco_split(
     return rows, jobs
 
 
-def read_coco(root: Path, splits: dict[str, str], base: Path, problems: list[str], cache_dir: Path) -> Source:
+def read_coco(root: Path, splits: dict[str, str], base: Path, problems: list[str], *, cache_dir: Path) -> Source:
     """Rows of every split; classes from the train split's categories, which val must match."""
     paths = {role: annotation_file(root, split) for role, split in splits.items()}
     valid = {}
@@ -180,7 +180,7 @@ def read_coco(root: Path, splits: dict[str, str], base: Path, problems: list[str
     counts: Counter = Counter()
     rows, jobs = [], []
     for role, split in splits.items():
-        split_rows, split_jobs = read_coco_split(root, split, role, label_of, valid.pop(role), base, problems, counts)
+        split_rows, split_jobs = read_coco_split(root, split, role, label_of, data=valid.pop(role), base=base, problems=problems, counts=counts)
         rows += split_rows
         jobs += split_jobs
     # Only the per-image annotation lists stay in memory for rasterising; the JSON is released.

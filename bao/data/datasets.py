@@ -31,6 +31,7 @@ class ImageLabelDataset(Dataset):
         manifest: Manifest,
         split: str,
         transform=None,
+        *,
         mask_source: str | None = None,
         mask_dir: str | Path | None = None,
     ):

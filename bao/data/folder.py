@@ -61,7 +61,7 @@ def _list_names(value: str) -> list[str]:
     return [name.strip() for name in value.split(SEPARATOR) if name.strip()]
 
 
-def _classes(csv: Path, table: pd.DataFrame, class_columns: list[str], listed: tuple[str, ...] | None, problems: list[str]) -> tuple[str, ...]:
+def _classes(csv: Path, table: pd.DataFrame, class_columns: list[str], listed: tuple[str, ...] | None, *, problems: list[str]) -> tuple[str, ...]:
     """classes.txt when given (checked against the class columns), else inferred from the CSV."""
     if not class_columns:
         return listed if listed is not None else tuple(sorted({n for value in table[LABELS_COLUMN] for n in _list_names(value)}))
@@ -76,7 +76,7 @@ def _classes(csv: Path, table: pd.DataFrame, class_columns: list[str], listed: t
     return listed
 
 
-def _row_labels(csv: Path, line: int, record: dict, classes: tuple[str, ...], class_columns: list[str], problems: list[str]) -> list[int]:
+def _row_labels(csv: Path, line: int, record: dict, classes: tuple[str, ...], *, class_columns: list[str], problems: list[str]) -> list[int]:
     if not class_columns:
         names = _list_names(record[LABELS_COLUMN])
         for name in names:
@@ -101,7 +101,7 @@ def assign_splits(count: int, val_fraction: float, seed: int) -> list[str]:
     return roles.tolist()
 
 
-def _roles(csv: Path, table: pd.DataFrame, splits: dict[str, str], cfg: FolderConfig, problems: list[str]) -> list[str | None]:
+def _roles(csv: Path, table: pd.DataFrame, splits: dict[str, str], cfg: FolderConfig, *, problems: list[str]) -> list[str | None]:
     """Each row's role ("train"/"val") from the split column, or a seeded ratio; None = other split."""
     if cfg.split_column is None:
         return assign_splits(len(table), cfg.val_fraction, cfg.split_seed)
@@ -112,7 +112,7 @@ def _roles(csv: Path, table: pd.DataFrame, splits: dict[str, str], cfg: FolderCo
     return [role_of.get(value.strip()) for value in table[cfg.split_column]]
 
 
-def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Path, problems: list[str]) -> Source:
+def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Path, *, problems: list[str]) -> Source:
     csv = root / LABELS_FILE
     if not (root / "images").is_dir():
         problems.append(f"{root / 'images'}: image directory not found")
@@ -122,10 +122,10 @@ def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Pat
         return Source(pd.DataFrame(columns=list(COLUMNS)), listed or ())
     reserved = {IMAGE_COLUMN, cfg.split_column}
     class_columns = [] if LABELS_COLUMN in table.columns else [c for c in table.columns if c not in reserved]
-    classes = _classes(csv, table, class_columns, listed, problems)
+    classes = _classes(csv, table, class_columns, listed, problems=problems)
     counts: Counter = Counter()
     rows = []
-    for position, (record, role) in enumerate(zip(table.to_dict("records"), _roles(csv, table, splits, cfg, problems))):
+    for position, (record, role) in enumerate(zip(table.to_dict("records"), _roles(csv, table, splits, cfg, problems=problems))):
         line = position + 2  # 1-based, after the header
         name = record[IMAGE_COLUMN].strip()
         image = root / "images" / name
@@ -133,7 +133,7 @@ def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Pat
             if (root / "images").is_dir():  # else reported once above
                 problems.append(f"{csv}: line {line} names image {name!r}, but {image} does not exist")
             continue
-        labels = _row_labels(csv, line, record, classes, class_columns, problems)
+        labels = _row_labels(csv, line, record, classes, class_columns=class_columns, problems=problems)
         if role is None:
             counts["rows_in_other_splits"] += 1
             continue

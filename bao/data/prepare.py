@@ -24,23 +24,23 @@ SYNTHETIC_DIR = "synthetic"
 log = logging.getLogger("bao")
 
 
-def read_source(cfg: DataConfig, root: Path, base: Path, staging: Path, problems: list[str]) -> Source:
+def read_source(cfg: DataConfig, root: Path, base: Path, staging: Path, *, problems: list[str]) -> Source:
     """Dispatch on ``data.dataset``; every reader returns the same kind of table."""
     splits = {"train": cfg.train_split, "val": cfg.val_split}
     if cfg.dataset == "synthetic":
         from bao.data.synthetic import SYNTHETIC_CLASSES
 
-        return read_voc(root, splits, tuple(SYNTHETIC_CLASSES[: cfg.synthetic.num_classes]), base, problems, staging)
+        return read_voc(root, splits, tuple(SYNTHETIC_CLASSES[: cfg.synthetic.num_classes]), base, problems=problems, staging=staging)
     if cfg.dataset == "voc":
         sbd_root = Path(cfg.sbd_root) if cfg.sbd_root else None
-        return read_voc(root, splits, VOC_CLASSES, base, problems, staging, sbd_root)
+        return read_voc(root, splits, VOC_CLASSES, base, problems=problems, staging=staging, sbd_root=sbd_root)
     if cfg.dataset == "coco":
         from bao.data.coco import read_coco
 
-        return read_coco(root, splits, base, problems, Path(cfg.cache_dir))
+        return read_coco(root, splits, base, problems, cache_dir=Path(cfg.cache_dir))
     from bao.data.folder import read_folder
 
-    return read_folder(root, splits, cfg.folder, base, problems)
+    return read_folder(root, splits, cfg.folder, base, problems=problems)
 
 
 def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
@@ -68,10 +68,10 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
         # Stored paths are relative to the final directory; the staging directory is its sibling,
         # so resolving them against it during validation reaches the same files.
         problems: list[str] = []
-        source = read_source(cfg, root, out_dir, staging, problems)
+        source = read_source(cfg, root, out_dir, staging, problems=problems)
         if problems and source.table.empty:
             raise DatasetError(problems)
-        conversions = validate_table(source.table, len(source.classes), staging, problems, cfg.workers)
+        conversions = validate_table(source.table, len(source.classes), staging, problems, workers=cfg.workers)
         if problems:
             raise DatasetError(problems)
         table = source.table

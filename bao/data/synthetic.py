@@ -207,7 +207,7 @@ def _pattern(rng: np.random.Generator, shape: tuple[int, int], unit: float, kind
 
 
 def _texture(
-    rng: np.random.Generator, shape: tuple[int, int], unit: float, kind: str | None = None, hue: float | None = None
+    rng: np.random.Generator, shape: tuple[int, int], unit: float, *, kind: str | None = None, hue: float | None = None
 ) -> np.ndarray:
     """An RGB texture (float32, 0..255) blending two colours through a pattern (random background kind by default)."""
     weight = _pattern(rng, shape, unit, kind or BACKGROUND_PATTERNS[int(rng.integers(len(BACKGROUND_PATTERNS)))])
@@ -345,11 +345,11 @@ def _paint_object(rng: np.random.Generator, image: np.ndarray, obj: PlacedObject
     unit = image.shape[0] / 128.0
     kind = CLASS_PATTERNS[obj.label - 1]
     hue = _class_hue(obj.label)
-    texture = _texture(rng, (h, w), unit, kind, hue)
+    texture = _texture(rng, (h, w), unit, kind=kind, hue=hue)
     for _attempt in range(8):
         if np.linalg.norm(texture[inside[box]].mean(axis=0) - around) >= MIN_COLOUR_CONTRAST:
             break
-        texture = _texture(rng, (h, w), unit, kind, hue)
+        texture = _texture(rng, (h, w), unit, kind=kind, hue=hue)
     u, _ = _rotated_coords(rng, (h, w))
     texture *= (1.0 + rng.uniform(0.0, 0.25) * (u / max(h, w) - 0.5))[..., None]  # gentle lighting
     image[box] = _blend(image[box], obj.alpha[box].astype(np.float32) / 255.0, texture)

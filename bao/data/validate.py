@@ -127,7 +127,7 @@ def _check_row(row, num_classes: int, base: Path) -> tuple[list[str], str | None
 
 
 def validate_table(
-    table: pd.DataFrame, num_classes: int, base: Path, problems: list[str], workers: int = 1
+    table: pd.DataFrame, num_classes: int, base: Path, problems: list[str], *, workers: int = 1
 ) -> dict[str, str]:
     """Append a problem for each bad row (splits, ids, files, formats, labels, masks are all checked);
     return {image_id: conversion kind} for the images that need an RGB copy."""

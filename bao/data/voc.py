@@ -143,7 +143,7 @@ class _Reader:
         return {"image_id": image_id, "split": role, "image_path": store_path(image, self.base, self.staging), "mask_path": mask_path, "labels": labels}
 
 
-def train_aug_ids(root: Path, sbd_root: Path, val_ids: set[str], counts: Counter, problems: list[str]) -> dict[str, Path]:
+def train_aug_ids(root: Path, sbd_root: Path, val_ids: set[str], counts: Counter, *, problems: list[str]) -> dict[str, Path]:
     """SBD train + SBD val + VOC train, minus the val split's images: {id: list file naming it}."""
     named: dict[str, Path] = {}
     for list_file in (sbd_root / "train.txt", sbd_root / "val.txt", root / "ImageSets" / "Segmentation" / "train.txt"):
@@ -170,7 +170,7 @@ def _split_ids(reader: _Reader, splits: dict[str, str]) -> dict[str, dict[str, P
             )
             ids[role] = {}
         else:
-            ids[role] = train_aug_ids(reader.root, reader.sbd_root, others, reader.counts, reader.problems)
+            ids[role] = train_aug_ids(reader.root, reader.sbd_root, others, reader.counts, problems=reader.problems)
     return ids
 
 
@@ -179,6 +179,7 @@ def read_voc(
     splits: dict[str, str],
     classes: tuple[str, ...],
     base: Path,
+    *,
     problems: list[str],
     staging: Path | None = None,
     sbd_root: Path | None = None,

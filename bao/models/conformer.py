@@ -116,7 +116,7 @@ class Expand(nn.Module):
 class ConvTransBlock(nn.Module):
     """One CNN bottleneck, one transformer block, and the two-way exchange between them."""
 
-    def __init__(self, spec: ConformerSpec, in_channels: int, out_channels: int, stride: int, token_stride: int, last: bool, drop_path: float):
+    def __init__(self, spec: ConformerSpec, in_channels: int, out_channels: int, stride: int, *, token_stride: int, last: bool, drop_path: float):
         super().__init__()
         mid = out_channels // 4
         self.cnn_block = Bottleneck(in_channels, out_channels, stride, project=in_channels != out_channels or stride != 1)
@@ -156,7 +156,7 @@ class Conformer(nn.Module):
         self.trans_1 = Block(spec.embed_dim, spec.num_heads, spec.mlp_ratio, qkv_bias=True, drop_path=rates[0], norm_layer=TokenNorm)
         self.stage_names = []
         for index, (in_ch, out_ch, stride, token_stride) in enumerate(_stage_layout(spec, first), start=2):
-            block = ConvTransBlock(spec, in_ch, out_ch, stride, token_stride, index == spec.depth, rates[index - 1])
+            block = ConvTransBlock(spec, in_ch, out_ch, stride, token_stride=token_stride, last=index == spec.depth, drop_path=rates[index - 1])
             self.add_module(f"conv_trans_{index}", block)
             self.stage_names.append(f"conv_trans_{index}")
         self.trans_norm = nn.LayerNorm(spec.embed_dim)
