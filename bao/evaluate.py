@@ -14,7 +14,7 @@ import argparse
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,11 @@ def pair_confusion(pair: tuple[Path, Path], num_classes: int) -> np.ndarray:
 def make_pool(kind: str, workers: int) -> Executor:
     if kind not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {kind!r}")
-    return ThreadPoolExecutor(workers) if kind == "thread" else ProcessPoolExecutor(workers)
+    if kind == "thread":
+        return ThreadPoolExecutor(workers)
+    from concurrent.futures import ProcessPoolExecutor  # imports multiprocessing: only when asked for
+
+    return ProcessPoolExecutor(workers)
 
 
 def map_pairs(function: Callable, pairs: Sequence[tuple[Path, Path]], workers: int, pool: str) -> Iterator:
