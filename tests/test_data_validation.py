@@ -162,7 +162,7 @@ def test_list_file_naming_a_missing_id(tmp_path):
     lists = voc / "ImageSets" / "Segmentation" / "val.txt"
     lists.write_text(lists.read_text() + "2011_999999\n")
     message = _fails(data_config("voc", voc), tmp_path)
-    assert f"{lists}: names image '2011_999999', but {voc / 'JPEGImages' / '2011_999999.jpg'} does not exist" in message
+    assert f"{lists}: line 3: names image '2011_999999', but {voc / 'JPEGImages' / '2011_999999.jpg'} does not exist" in message
 
 
 def test_missing_list_file(tmp_path):
@@ -193,7 +193,7 @@ def test_sbd_mask_size_differs_from_image(tmp_path):
     voc, sbd = write_voc(tmp_path / "VOC2012"), write_sbd(tmp_path / "sbd")
     write_sbd_mat(sbd / "cls" / "2008_000003.mat", np.zeros((5, 5), np.uint8))
     message = _fails(data_config("voc", voc, "train_aug", sbd_root=str(sbd)), tmp_path)
-    assert f"sbd_masks/2008_000003.png: mask size 5x5 differs from its image {WIDTH}x{HEIGHT}" in message
+    assert f"{sbd / 'cls' / '2008_000003.mat'}: mask size 5x5 differs from its image {WIDTH}x{HEIGHT}" in message
 
 
 def _coco_json(coco: Path) -> tuple[Path, dict]:

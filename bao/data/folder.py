@@ -9,10 +9,14 @@
 
 Without classes.txt the classes are the sorted label names (list form) or the class columns in
 header order (column form); mask value k means the k-th of those classes.
+
+Names in labels.csv are hostile: each must be a plain file name in images/ (no ``..`` or
+separator), and its id (the name without extension) must be safe to name output files.
 """
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +25,7 @@ import pandas as pd
 
 from bao.config import FolderConfig
 from bao.data.manifest import COLUMNS, stored_path
-from bao.data.source import Source, label_vector
+from bao.data.source import ANYWHERE, RootGuard, Source, file_name_problem, id_problem, label_vector, read_text
 
 LABELS_FILE = "labels.csv"
 CLASSES_FILE = "classes.txt"
@@ -30,10 +34,13 @@ LABELS_COLUMN = "labels"
 SEPARATOR = ";"
 
 
-def read_classes_file(path: Path, problems: list[str]) -> tuple[str, ...] | None:
+def read_classes_file(path: Path, problems: list[str], guard: RootGuard = ANYWHERE) -> tuple[str, ...] | None:
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, problems, guard)
+    if text is None:
+        return ()
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     for name in sorted({name for name in names if names.count(name) > 1}):
         problems.append(f"{path}: class {name!r} is listed more than once")
     if not names:
@@ -41,18 +48,27 @@ def read_classes_file(path: Path, problems: list[str]) -> tuple[str, ...] | None
     return tuple(names)
 
 
-def _read_csv(path: Path, problems: list[str]) -> pd.DataFrame | None:
+def _read_csv(path: Path, problems: list[str], split_column: str | None, guard: RootGuard = ANYWHERE) -> pd.DataFrame | None:
     if not path.is_file():
         problems.append(f"{path}: labels file not found")
         return None
+    text = read_text(path, problems, guard)
+    if text is None:
+        return None
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        problems.append(f"{path}: cannot parse CSV ({error})")
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (ValueError, pd.errors.ParserError) as error:  # EmptyDataError is a ValueError
+        problems.append(f"{path}: cannot parse CSV ({' '.join(str(error).split())})")
         return None
     table.columns = [str(column).strip() for column in table.columns]
     if IMAGE_COLUMN not in table.columns:
         problems.append(f"{path}: no {IMAGE_COLUMN!r} column (columns: {list(table.columns)})")
+        return None
+    if LABELS_COLUMN not in table.columns and not [c for c in table.columns if c not in (IMAGE_COLUMN, split_column)]:
+        problems.append(
+            f"{path}: no {LABELS_COLUMN!r} column and no class columns (columns: {list(table.columns)}); "
+            f"give labels as a {LABELS_COLUMN!r} column (\"cat;dog\") or one 0/1 column per class"
+        )
         return None
     return table
 
@@ -112,12 +128,15 @@ def _roles(csv: Path, table: pd.DataFrame, splits: dict[str, str], cfg: FolderCo
     return [role_of.get(value.strip()) for value in table[cfg.split_column]]
 
 
-def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Path, problems: list[str]) -> Source:
+def read_folder(
+    root: Path, splits: dict[str, str], cfg: FolderConfig, base: Path, problems: list[str], *, guard: RootGuard = ANYWHERE
+) -> Source:
+    """One row per labels.csv line in the requested splits; ``guard`` says where files may be read from."""
     csv = root / LABELS_FILE
     if not (root / "images").is_dir():
         problems.append(f"{root / 'images'}: image directory not found")
-    table = _read_csv(csv, problems)
-    listed = read_classes_file(root / CLASSES_FILE, problems)
+    table = _read_csv(csv, problems, cfg.split_column, guard)
+    listed = read_classes_file(root / CLASSES_FILE, problems, guard)
     if table is None:
         return Source(pd.DataFrame(columns=list(COLUMNS)), listed or ())
     reserved = {IMAGE_COLUMN, cfg.split_column}
@@ -128,6 +147,10 @@ def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Pat
     for position, (record, role) in enumerate(zip(table.to_dict("records"), _roles(csv, table, splits, cfg, problems))):
         line = position + 2  # 1-based, after the header
         name = record[IMAGE_COLUMN].strip()
+        unsafe = file_name_problem(name) or id_problem(Path(name).stem)
+        if unsafe:
+            problems.append(f"{csv}: line {line}: image name {name!r} {unsafe}; it must be a file name in images/")
+            continue
         image = root / "images" / name
         if not name or not image.is_file():
             if (root / "images").is_dir():  # else reported once above
@@ -141,6 +164,6 @@ def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Pat
         counts["masks"] += mask.is_file()
         rows.append({
             "image_id": Path(name).stem, "split": role, "image_path": stored_path(image, base),
-            "mask_path": stored_path(mask, base) if mask.is_file() else "", "labels": labels,
+            "mask_path": stored_path(mask, base) if mask.is_file() else "", "labels": labels, "origin": f"{csv}: line {line}",
         })
-    return Source(pd.DataFrame(rows, columns=list(COLUMNS)), classes, dict(counts))
+    return Source(pd.DataFrame(rows, columns=[*COLUMNS, "origin"]), classes, dict(counts))
