@@ -16,6 +16,7 @@ separator), and its id (the name without extension) must be safe to name output 
 
 from __future__ import annotations
 
+import csv
 import io
 from collections import Counter
 from pathlib import Path
@@ -55,12 +56,27 @@ def _read_csv(path: Path, problems: list[str], split_column: str | None, guard: 
     text = read_text(path, problems, guard)
     if text is None:
         return None
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True, strict=True)
+    lines: list[tuple[int, list[str]]] = []  # (line number, fields) of each non-blank record
     try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (ValueError, pd.errors.ParserError) as error:  # EmptyDataError is a ValueError
-        problems.append(f"{path}: cannot parse CSV ({' '.join(str(error).split())})")
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                lines.append((reader.line_num, row))
+    except csv.Error as error:
+        problems.append(f"{path}: line {reader.line_num}: cannot parse CSV ({error})")
         return None
-    table.columns = [str(column).strip() for column in table.columns]
+    if not lines:
+        problems.append(f"{path}: cannot parse CSV (no header line)")
+        return None
+    header = [cell.strip() for cell in lines[0][1]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    ragged = [f"line {number} has {len(row)} fields" for number, row in lines[1:] if len(row) != len(header)]
+    if repeated or ragged:
+        reason = f"column names {repeated} repeat" if repeated else f"the header has {len(header)} fields; {', '.join(ragged[:5])}"
+        problems.append(f"{path}: cannot parse CSV ({reason})")
+        return None
+    table = pd.DataFrame([row for _, row in lines[1:]], columns=header, dtype=str)
+    table.attrs["lines"] = [number for number, _ in lines[1:]]  # for problems that name the line
     if IMAGE_COLUMN not in table.columns:
         problems.append(f"{path}: no {IMAGE_COLUMN!r} column (columns: {list(table.columns)})")
         return None
@@ -145,7 +161,7 @@ def read_folder(
     counts: Counter = Counter()
     rows = []
     for position, (record, role) in enumerate(zip(table.to_dict("records"), _roles(csv, table, splits, cfg, problems))):
-        line = position + 2  # 1-based, after the header
+        line = table.attrs["lines"][position]
         name = record[IMAGE_COLUMN].strip()
         unsafe = file_name_problem(name) or id_problem(Path(name).stem)
         if unsafe:

@@ -86,7 +86,7 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
         if problems:
             raise DatasetError(problems)
         table = source.table
-        converted = convert_images(table, conversions, staging, staging)
+        converted = convert_images(table, conversions, staging, staging, max_pixels=cfg.max_image_pixels)
         if converted:
             log.warning("converted %d image(s) to 8-bit RGB copies: %s", sum(converted.values()), dict(converted))
         finished = source.finish(staging, table) if source.finish is not None else {}

@@ -18,10 +18,12 @@ error in one file stops the others from being checked. Files that resolve outsid
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,11 +130,17 @@ def inspect_image(path: Path) -> ImageCheck:
             image.load()
             kind, problem = _conversion(image, path)
             size = (image.height, image.width)
-    except Image.DecompressionBombError as error:
-        return ImageCheck(problem=f"{path}: refused as a possible decompression bomb ({error}; data.max_image_pixels sets the limit)")
     except Exception as error:  # a hostile file can make any decoder fail in any way; list it, check the rest
-        return ImageCheck(problem=f"{path}: unreadable or corrupt image ({type(error).__name__}: {error})")
+        return ImageCheck(problem=_decoder_problem(path, error, "image"))
     return ImageCheck(size=size, problem=problem, conversion=kind)
+
+
+def _decoder_problem(path: Path, error: Exception, what: str) -> str:
+    if isinstance(error, Image.DecompressionBombError):
+        return f"{path}: refused as a possible decompression bomb ({error}; data.max_image_pixels sets the limit)"
+    if str(error).startswith(str(path)):  # our own readers' messages already name the file
+        return str(error)
+    return f"{path}: unreadable or corrupt {what} ({type(error).__name__}: {error})"
 
 
 def read_any_mask(path: Path) -> np.ndarray:
@@ -153,8 +161,7 @@ def _check_mask(path: Path, size: tuple[int, int] | None, num_classes: int, prob
     try:
         mask = read_any_mask(path)
     except Exception as error:  # any decoder failure of a hostile file is a listed problem
-        reason = str(error) if str(error).startswith(str(path)) else f"{path}: unreadable mask ({type(error).__name__}: {error})"
-        problems.append(reason)
+        problems.append(_decoder_problem(path, error, "mask"))
         return
     if size is not None and mask.shape != size:
         problems.append(f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image {size[1]}x{size[0]}")
@@ -211,17 +218,29 @@ def validate_table(
         if not (table["split"] == role).any():
             problems.append(f"split {role!r} has no images")
     _duplicate_ids(table, problems)
-    Image.MAX_IMAGE_PIXELS = max_pixels
     conversions: dict[str, str] = {}
-    # Pillow warns (naming no file) between 1x and 2x its limit; _too_many_pixels lists those files instead
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with pixel_limit(max_pixels), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(lambda row: _check_row(row, num_classes, base, guard), table.itertuples(index=False))
         for row, (row_problems, kind) in zip(table.itertuples(index=False), results):
             problems.extend(row_problems)
             if kind is not None:
                 conversions[row.image_id] = kind
     return conversions
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit set to ``max_pixels`` for the block, then restored (it is
+    process-wide). Pillow's own warning between 1x and 2x the limit names no file; it is silenced
+    because ``_too_many_pixels`` lists those files instead."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _duplicate_ids(table: pd.DataFrame, problems: list[str]) -> None:
@@ -242,19 +261,23 @@ def _to_rgb8(path: Path, kind: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def convert_images(table: pd.DataFrame, conversions: dict[str, str], base: Path, staging: Path) -> Counter:
+def convert_images(
+    table: pd.DataFrame, conversions: dict[str, str], base: Path, staging: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Counter:
     """Write an RGB PNG copy of each image in ``conversions`` under ``staging``; point the table at it.
+    Runs only after validation passed (the ids are then known to be safe file names).
 
     Returns how many images were converted, by kind (reported as warnings)."""
     counts: Counter = Counter()
     if not conversions:
         return counts
     (staging / CONVERTED_DIR).mkdir(parents=True, exist_ok=True)
-    for index, row in table[table["image_id"].isin(conversions)].iterrows():
-        kind = conversions[row.image_id]
-        relative = f"{CONVERTED_DIR}/{row.image_id}.png"
-        with atomic_path(inside(staging, staging / relative)) as temp:
-            Image.fromarray(_to_rgb8(join_path(base, row.image_path), kind)).save(temp, format="PNG")
-        table.at[index, "image_path"] = relative
-        counts[kind] += 1
+    with pixel_limit(max_pixels):
+        for index, row in table[table["image_id"].isin(conversions)].iterrows():
+            kind = conversions[row.image_id]
+            relative = f"{CONVERTED_DIR}/{row.image_id}.png"
+            with atomic_path(inside(staging, staging / relative)) as temp:
+                Image.fromarray(_to_rgb8(join_path(base, row.image_path), kind)).save(temp, format="PNG")
+            table.at[index, "image_path"] = relative
+            counts[kind] += 1
     return counts
