@@ -128,11 +128,14 @@ def test_16_bit_image_without_high_values_is_rejected(folder, tmp_path):
     assert f"{path.with_suffix('.png')}: 16-bit image whose values all lie below 256" in message
 
 
-def test_mask_size_differs_from_image(folder, tmp_path):
+@pytest.mark.parametrize("height, width", [(8, 10), (HEIGHT, WIDTH + 1), (HEIGHT + 1, WIDTH), (WIDTH, HEIGHT)],
+                         ids=["both", "width-only", "height-only", "transposed"])
+def test_mask_size_differs_from_image(folder, tmp_path, height, width):
+    """Each dimension on its own: a check comparing only the height passed a wrong-width mask."""
     mask = folder / "masks" / "img_001.png"
-    save_mask(mask, np.zeros((8, 10), np.uint8))
+    save_mask(mask, np.zeros((height, width), np.uint8))
     message = _fails(data_config("folder", folder), tmp_path)
-    assert f"{mask}: mask size 10x8 differs from its image {WIDTH}x{HEIGHT}" in message
+    assert f"{mask}: mask size {width}x{height} differs from its image {WIDTH}x{HEIGHT}" in message
 
 
 def test_mask_values_outside_classes_and_ignore(folder, tmp_path):
@@ -278,12 +281,12 @@ def test_coco_missing_and_invalid_json(tmp_path):
     assert f"{path}: not valid JSON" in message
 
 
-def test_coco_image_size_differs_from_json(tmp_path):
+@pytest.mark.parametrize("width, height", [(30, 16), (20, 17)], ids=["width-only", "height-only"])
+def test_coco_image_size_differs_from_json(tmp_path, width, height):
     coco = write_coco(tmp_path / "coco")
-    from dataset_fixtures import write_jpeg
-
-    image = write_jpeg(coco / "train2014" / "COCO_train2014_000000000001.jpg", 30, 16)
-    assert f"{image}: image size 30x16 differs from its annotation 20x16" in _fails(_coco_config(coco, tmp_path), tmp_path)
+    image = write_jpeg(coco / "train2014" / "COCO_train2014_000000000001.jpg", width, height)
+    message = _fails(_coco_config(coco, tmp_path), tmp_path)
+    assert f"{image}: image size {width}x{height} differs from its annotation 20x16" in message
 
 
 def test_every_problem_is_reported_not_only_the_first(folder, tmp_path):
