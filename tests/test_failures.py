@@ -596,10 +596,14 @@ def test_train_cam_with_inf_lr_fails_naming_the_key_or_the_step_and_saves_no_mod
     the params check names the key; and if an update still diverges (here the optimizer is given
     lr inf behind the check's back), the stage raises naming the step (an uncaught exception:
     exit status 1) before anything is saved."""
+    import subprocess
+
     import bao.train.cam
     import stages.train_cam
 
     monkeypatch.chdir(tiny_repo)
+    for path in ("models/cam.pt", "dvclive/train_cam"):  # what `dvc repro` deletes before a rerun
+        subprocess.run(["rm", "-rf", path], cwd=tiny_repo, check=True)
     params_file = tiny_repo / "params.yaml"
     original = params_file.read_text()
     raw = yaml.safe_load(original)
