@@ -165,7 +165,7 @@ def read_coco_split(
         for label, _, _ in anns:
             labels[label - 1] = 1
         rows.append({
-            "image_id": image_id, "split": role, "image_path": stored_path(root / split / str(image["file_name"]), base),
+            "image_id": image_id, "split": role, "image_path": stored_path(root / split / name, base),
             "mask_path": "", "labels": labels, "height": height, "width": width, "origin": f"{path}: images[{position}]",
         })
         jobs.append((image_id, height, width, anns))

@@ -40,7 +40,7 @@ def read_classes_file(path: Path, problems: list[str], guard: RootGuard = ANYWHE
         return None
     text = read_text(path, problems, guard)
     if text is None:
-        return ()
+        return None  # the problem is listed; the classes are then inferred, with no follow-on problems
     names = [line.strip() for line in text.splitlines() if line.strip()]
     for name in sorted({name for name in names if names.count(name) > 1}):
         problems.append(f"{path}: class {name!r} is listed more than once")
