@@ -427,6 +427,32 @@ def test_symlinked_voc_annotation_out_of_root_is_not_read(tmp_path):
     assert "password123" not in message  # refused before reading, so nothing of it leaks
 
 
+def test_symlinked_sbd_mask_out_of_sbd_root_is_not_read(tmp_path, monkeypatch):
+    """Labels come from SBD's mask when VOC has no XML: even that read is refused."""
+    import bao.data.voc
+    import bao.data.validate
+
+    voc, sbd = write_voc(tmp_path / "VOC2012"), write_sbd(tmp_path / "sbd")
+    (voc / "Annotations" / "2008_000003.xml").unlink()
+    secret = tmp_path / "secret.mat"
+    write_sbd_mat(secret, block_mask(5, border=False))
+    mat = sbd / "cls" / "2008_000003.mat"
+    mat.unlink()
+    mat.symlink_to(secret)
+    read = []
+
+    def recording(path):
+        read.append(Path(path).resolve())
+        return real(path)
+
+    real = bao.data.voc.read_sbd_mask
+    monkeypatch.setattr(bao.data.voc, "read_sbd_mask", recording)
+    monkeypatch.setattr(bao.data.validate, "read_sbd_mask", recording)
+    message = _fails(data_config("voc", voc, "train_aug", sbd_root=str(sbd)), tmp_path)
+    assert f"{mat}: resolves to {secret}, outside the dataset" in message
+    assert secret not in read
+
+
 def test_unsafe_coco_file_name(tmp_path):
     coco = write_coco(tmp_path / "coco")
     path, data = _coco_json(coco)

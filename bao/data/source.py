@@ -89,7 +89,10 @@ class RootGuard:
         """A problem naming ``path`` if it resolves outside every root; None if it may be read."""
         if self.allow_outside:
             return None
-        real = Path(path).resolve()
+        try:
+            real = Path(path).resolve()
+        except (OSError, RuntimeError) as error:  # a symlink loop
+            return f"{path}: cannot be resolved ({error})"
         if any(real.is_relative_to(root) for root in self.roots):
             return None
         shown = ", ".join(str(root) for root in self.roots)

@@ -139,9 +139,11 @@ class _Reader:
             return read_xml_labels(xml_file, self.classes, self.problems, self.counts, self.guard)
         self.counts["labels_from_sbd_mask"] += 1
         try:
+            if self.guard.problem(sbd_mat):
+                raise ValueError("outside the dataset")
             present = set(np.unique(read_sbd_mask(sbd_mat)).tolist())
         except ValueError:
-            present = set()  # validation lists the unreadable mask (and the missing labels)
+            present = set()  # validation lists the refused or unreadable mask (and the missing labels)
         return [int(index + 1 in present) for index in range(len(self.classes))]
 
     def row(self, image_id: str, role: str, origin: str) -> dict | None:
