@@ -146,12 +146,15 @@ def _decoder_problem(path: Path, error: Exception, what: str) -> str:
 def read_any_mask(path: Path) -> np.ndarray:
     """A palette/grey PNG mask, or SBD's .mat (converted to PNG after validation)."""
     if path.suffix == ".mat":
-        return read_sbd_mask(path)
-    with Image.open(path) as image:
-        bomb = _too_many_pixels(path, image.width, image.height, "mask")
+        mask = read_sbd_mask(path)
+        bomb = _too_many_pixels(path, mask.shape[1], mask.shape[0], "mask")
+    else:
+        with Image.open(path) as image:  # the header only
+            bomb = _too_many_pixels(path, image.width, image.height, "mask")
+        mask = None if bomb else read_mask(path)
     if bomb:
         raise ValueError(bomb)
-    return read_mask(path)
+    return mask
 
 
 def _check_mask(path: Path, size: tuple[int, int] | None, num_classes: int, problems: list[str]) -> None:
