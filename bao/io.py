@@ -7,6 +7,7 @@ import errno
 import fcntl
 import glob
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -95,6 +96,8 @@ def exclusive_lock(directory: str | Path, what: str) -> Iterator[None]:
             raise LockHeldError(
                 f"{what}: another process is writing it (it holds the lock on {directory}); wait for it to finish"
             ) from None
+        except OSError as error:  # a filesystem without flock (some network mounts): run unprotected
+            logging.getLogger("bao").warning("cannot lock %s (%s); a concurrent run writing %s is not detected", directory, error, what)
         yield
     finally:
         os.close(handle)  # closing releases the lock

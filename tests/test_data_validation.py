@@ -575,17 +575,27 @@ def test_more_than_200_problems_are_all_written_to_a_named_file(folder, tmp_path
 
 
 def test_second_prepare_at_once_is_refused_and_leaves_the_first_runs_staging(folder, tmp_path):
-    """Before: each run removed the other's staging directory as a killed run's leftover."""
-    from bao.io import LockHeldError, exclusive_lock
+    """Before: each run removed the other's staging directory as a killed run's leftover. The
+    first run is another process holding the lock (a bare flock, so it starts in milliseconds)."""
+    import subprocess
+    import sys
+
+    from bao.io import LockHeldError
 
     staging = tmp_path / ".out.first-run.tmp"  # what the first run is filling
     staging.mkdir()
     (staging / "manifest.parquet").write_bytes(b"half written")
-    with exclusive_lock(tmp_path, "first run"):
+    hold = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"
+    first = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
         with pytest.raises(LockHeldError, match=re.escape(f"{tmp_path / 'out'}: another process is writing it")):
             prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
         assert (staging / "manifest.parquet").read_bytes() == b"half written"
-    prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")  # lock released: runs
+    finally:
+        first.communicate("")  # the first run ends; the kernel releases its lock
+    prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    assert (tmp_path / "out" / "manifest.parquet").is_file()
 
 
 def test_prepare_outputs_have_umask_permissions(folder, tmp_path):
