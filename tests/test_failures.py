@@ -213,6 +213,15 @@ def test_inf_learning_rate_stops_at_step_one():
         train_loop(step, model, loader, create_optimizer(model.parameters(), float("inf"), 0), None, 1, CPU)
 
 
+def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=re.escape(f"{tmp_path / 'cam.pt'}: not saved, 1 of 2 tensors are not finite, e.g. ['bias']")):
+        save_model(tmp_path / "cam.pt", model, {})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inf_loss_also_stops(tmp_path):
     def step(batch, state):
         return {"loss": torch.tensor(float("inf"), requires_grad=True)}
