@@ -102,3 +102,13 @@ def test_cli_runs_without_importing_torch(mask_dirs, tmp_path):
     result = subprocess.run([sys.executable, "-c", wrapper], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text())["miou"] >= 0
+
+
+@pytest.mark.parametrize("height, width", [(61, 80), (60, 79), (80, 60)], ids=["height-only", "width-only", "transposed"])
+def test_prediction_of_another_height_or_width_is_refused(tmp_path, height, width):
+    """Each dimension on its own (the CLI test changes only the width)."""
+    gt, pred = tmp_path / "gt.png", tmp_path / "pred.png"
+    save_mask(gt, np.zeros((60, 80), np.uint8))
+    save_mask(pred, np.zeros((height, width), np.uint8))
+    with pytest.raises(ValueError, match=f"{pred}: prediction size {width}x{height} differs from ground truth {gt} 80x60"):
+        load_pair((gt, pred))

@@ -94,3 +94,14 @@ def test_teacher_targets_and_the_baseline_share_one_cam_normalisation():
     # bao-method.md: ReLU, then each class map / (its spatial max + 1e-5)
     peak = cams[0, 0].clamp(min=0).max()
     assert torch.allclose(batched[0, 0].max(), peak / (peak + 1e-5))
+
+
+def test_teacher_target_of_a_class_negative_everywhere_is_background():
+    """Signed CAMs: ReLU before dividing by the max. Without it the present class [-4, -2] would
+    be divided by its negative max, [2, 1], and win every pixel; with it the class map is 0, the
+    background 1 - 0 = 1 everywhere."""
+    cams = torch.tensor([[[[-4.0, -2.0]]]])
+    labels = torch.tensor([[1.0]])
+    maps = background_activated_cams(cams, labels)
+    assert torch.equal(maps[0, :, 0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    assert teacher_targets(cams, labels).tolist() == [[[0, 0]]]
