@@ -77,7 +77,7 @@ def test_teacher_copies_in_epoch_zero_then_restarts_the_ema_at_ema_start_each_ep
     def step(batch, state):
         return {"loss": F.mse_loss(student(batch["x"]), batch["y"])}
 
-    train_loop(step, student, batches, optimizer, None, 3, torch.device("cpu"), hooks)
+    train_loop(step, student, batches, optimizer, scheduler=None, epochs=3, device=torch.device("cpu"), hooks=hooks)
     rows = snapshots.rows
     assert [(epoch, index) for epoch, index, _, _ in rows] == [(e, i) for e in range(3) for i in range(3)]
     for epoch, index, teacher_now, student_now in rows[:3]:

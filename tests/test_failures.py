@@ -184,7 +184,7 @@ def test_non_finite_weights_after_a_step_stop_naming_the_step_and_keep_the_last_
     loss, which is computed before the update."""
     seed_everything(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    loader = make_loader(NoisyDataset(9), 3, True, 0, seed=0, drop_last=True)
+    loader = make_loader(NoisyDataset(9), 3, shuffle=True, num_workers=0, seed=0, drop_last=True)
     optimizer = create_optimizer(model.parameters(), 1e-2, 1e-4)
     diverge = _diverge_at(5)
     diverge.optimizer = optimizer
@@ -194,7 +194,7 @@ def test_non_finite_weights_after_a_step_stop_naming_the_step_and_keep_the_last_
 
     checkpoint = CheckpointHook(tmp_path, "f", 1)
     with pytest.raises(FloatingPointError) as error:
-        train_loop(step, model, loader, optimizer, None, 3, CPU, [diverge], "toy", checkpoint)
+        train_loop(step, model, loader, optimizer, scheduler=None, epochs=3, device=CPU, hooks=[diverge], description="toy", checkpoint=checkpoint)
     message = str(error.value)
     assert "weights became non-finite in the optimizer step of step 5 (epoch 2, batch 2/3)" in message
     assert "last good checkpoint is kept" in message
@@ -204,13 +204,13 @@ def test_non_finite_weights_after_a_step_stop_naming_the_step_and_keep_the_last_
 
 def test_inf_learning_rate_stops_at_step_one():
     model = nn.Linear(4, 1)
-    loader = make_loader(NoisyDataset(4), 2, True, 0, seed=0)
+    loader = make_loader(NoisyDataset(4), 2, shuffle=True, num_workers=0, seed=0)
 
     def step(batch, state):
         return {"loss": F.mse_loss(model(batch["x"]), batch["y"])}
 
     with pytest.raises(FloatingPointError, match=r"non-finite in the optimizer step of step 1 \(epoch 1, batch 1/2\): 2 of 2 parameter tensors"):
-        train_loop(step, model, loader, create_optimizer(model.parameters(), float("inf"), 0), None, 1, CPU)
+        train_loop(step, model, loader, create_optimizer(model.parameters(), float("inf"), 0), scheduler=None, epochs=1, device=CPU)
 
 
 def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
