@@ -106,7 +106,7 @@ def make_folder(root: Path, count: int) -> None:
 
 def timed(name: str, cfg, out: Path) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = prepare_dataset(cfg, 0, out)
+    summary = prepare_dataset(cfg, out)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     count = sum(summary["num_images"].values())
     shutil.rmtree(out)

@@ -31,7 +31,7 @@ def _fails(cfg, tmp_path: Path) -> str:
     """Run prepare expecting DatasetError; nothing may appear in the output's directory."""
     before = set(tmp_path.iterdir())
     with pytest.raises(DatasetError) as info:
-        prepare_dataset(cfg, 0, tmp_path / "out")
+        prepare_dataset(cfg, tmp_path / "out")
     assert set(tmp_path.iterdir()) == before, "prepare left output behind"
     return str(info.value)
 
@@ -81,7 +81,7 @@ def test_grey_cmyk_opaque_rgba_and_16_bit_images_are_converted_with_a_count(fold
         handle.write("img_004.png,cat,train\nimg_005.png,dog,train\n")
     for name in ("img_004", "img_005"):
         save_mask(folder / "masks" / f"{name}.png", np.zeros((HEIGHT, WIDTH), np.uint8))
-    summary = prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("folder", folder), tmp_path / "out")
     assert summary["converted_images"] == {"grey": 1, "cmyk": 1, "alpha": 1, "16-bit": 2}
     manifest = read_manifest(tmp_path / "out")
     paths = dict(zip(manifest.table["image_id"], manifest.table["image_path"]))
@@ -271,11 +271,11 @@ def test_every_problem_is_reported_not_only_the_first(folder, tmp_path):
 
 def test_a_failed_run_leaves_the_previous_output_intact(folder, tmp_path):
     out = tmp_path / "out"
-    prepare_dataset(data_config("folder", folder), 0, out)
+    prepare_dataset(data_config("folder", folder), out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (folder / "images" / "img_001.jpg").unlink()
     with pytest.raises(DatasetError):
-        prepare_dataset(data_config("folder", folder), 0, out)
+        prepare_dataset(data_config("folder", folder), out)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "out"]
 
@@ -295,7 +295,7 @@ def test_exif_rotated_and_palette_images_get_copies_in_stored_pixel_order(folder
     Image.fromarray(rgb).save(folder / "images" / "img_000.jpg", exif=exif.tobytes(), quality=95)
     Image.fromarray(rgb).convert("P").save(folder / "images" / "img_001.png")
     _set_labels(folder, "img_001.jpg", "img_001.png")
-    summary = prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("folder", folder), tmp_path / "out")
     assert summary["converted_images"] == {"exif-rotation": 1, "palette": 1}
     manifest = read_manifest(tmp_path / "out")
     rotated = load_image(manifest.resolve(manifest.table.loc[0, "image_path"]))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from bao.config import RuntimeConfig, load_params
+from bao.config import RuntimeConfig, load_runtime
 from bao.train.common import make_loader, prepare_model
 from bao.train.engine import create_optimizer, to_device, train_loop
 
@@ -54,9 +54,9 @@ def test_to_device_only_reformats_float_images():
     assert batch["mask"].is_contiguous() and batch["index"] == [0, 1]
 
 
-def test_loader_takes_prefetch_and_pinning_from_params():
-    params = load_params()
-    assert params.runtime.prefetch_factor >= 1 and params.pseudo_label.batch_size >= 1
+def test_loader_takes_prefetch_and_pinning_from_runtime_settings():
+    runtime = load_runtime(None, environ={})
+    assert runtime.prefetch_factor >= 1 and runtime.inference_batch_size >= 1
     dataset = torch.utils.data.TensorDataset(torch.arange(10))
     loader = make_loader(dataset, 4, False, 1, 0, runtime=RuntimeConfig(prefetch_factor=3, pin_memory=True))
     assert loader.prefetch_factor == 3

@@ -43,7 +43,7 @@ def read_source(cfg: DataConfig, root: Path, base: Path, staging: Path, problems
     return read_folder(root, splits, cfg.folder, base, problems)
 
 
-def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
+def _source_root(cfg: DataConfig, staging: Path) -> Path:
     if cfg.dataset == "synthetic":
         from bao.data.synthetic import generate_synthetic_voc
 
@@ -51,7 +51,7 @@ def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
         synthetic = cfg.synthetic
         generate_synthetic_voc(
             root, num_train=synthetic.num_train, num_val=synthetic.num_val,
-            image_size=synthetic.image_size, seed=seed, num_classes=synthetic.num_classes,
+            image_size=synthetic.image_size, seed=synthetic.seed, num_classes=synthetic.num_classes,
         )
         return root
     root = Path(cfg.root)
@@ -60,18 +60,20 @@ def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
     return root
 
 
-def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
-    """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically."""
+def prepare_dataset(cfg: DataConfig, out_dir: str | Path, *, workers: int = 2) -> dict:
+    """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically;
+    ``workers`` threads decode images while validating them (the synthetic data's seed is
+    ``cfg.synthetic.seed``, not the training seed)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as staging:
-        root = _source_root(cfg, staging, seed)
+        root = _source_root(cfg, staging)
         # Stored paths are relative to the final directory; the staging directory is its sibling,
         # so resolving them against it during validation reaches the same files.
         problems: list[str] = []
         source = read_source(cfg, root, out_dir, staging, problems)
         if problems and source.table.empty:
             raise DatasetError(problems)
-        conversions = validate_table(source.table, len(source.classes), staging, problems, cfg.workers)
+        conversions = validate_table(source.table, len(source.classes), staging, problems, workers)
         if problems:
             raise DatasetError(problems)
         table = source.table

@@ -32,7 +32,7 @@ log = logging.getLogger("bao")
 RESUME_FILE = "resume.pt"
 FORMAT = 1
 CODE_DIR = Path(__file__).resolve().parents[1]
-NOT_FINGERPRINTED = {"checkpoint_every"}  # changes how often we save, not what is trained
+NOT_FINGERPRINTED: set[str] = set()  # config keys that do not change what is trained (hardware knobs live in runtime.yaml)
 
 
 class CheckpointHook(Hook):
