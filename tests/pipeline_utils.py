@@ -73,3 +73,11 @@ def stage_argv(repo: Path, name: str) -> list[str]:
     argv = shlex.split(stage.cmd)
     assert argv[:3] == ["python", "-m", f"stages.{name}"], stage.cmd
     return argv[3:]
+
+
+def declared_outputs(repo: Path) -> dict[str, list[str]]:
+    """Every stage's outputs (outs, metrics, plots) as DVC renders dvc.yaml's templates."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {stage.name: [out.def_path for out in stage.outs] for stage in dvc_repo.index.stages}
