@@ -82,9 +82,19 @@ def open_live(directory: str | Path) -> Iterator:
     if not is_main_process():
         yield NullLive()
         return
+    with atomic_dir(directory) as staging, live_logger(staging) as live:
+        yield live
+
+
+@contextlib.contextmanager
+def live_logger(directory: str | Path) -> Iterator:
+    """DVCLive writing straight into ``directory`` (already a staging path); rank 0 only."""
+    if not is_main_process():
+        yield NullLive()
+        return
     from dvclive import Live
 
-    with atomic_dir(directory) as staging, Live(str(staging), save_dvc_exp=False, dvcyaml=False) as live:
+    with Live(str(directory), save_dvc_exp=False, dvcyaml=False) as live:
         yield live
 
 
@@ -117,15 +127,18 @@ def training_stage_parser(description: str | None) -> argparse.ArgumentParser:
 
 def run_training_stage(name: str, args: argparse.Namespace, train: TrainFn) -> None:
     """The shape every training stage shares: params, manifest, resume directory and DVCLive
-    around ``train``, then the model saved by the main process and its metrics logged."""
+    around ``train``, then the model saved by the main process and its metrics logged. The model
+    and the DVCLive directory commit as one unit (``bao.io.atomic_outputs``)."""
     from bao.data.manifest import read_manifest
+    from bao.distributed import shared_atomic_outputs
     from bao.train.common import save_model
 
     params, runtime, device = start_stage(name, args.params, args.runtime)
     manifest = read_manifest(args.prepared)
-    with resume_dir(args.resume) as checkpoints, open_live(args.live) as live:
-        model, metrics = train(params, runtime, manifest, device, live, checkpoints)
-        if is_main_process():
-            save_model(args.model_out, model, {"classes": list(manifest.classes), "seed": params.seed})
-        for metric, value in metrics.items():
-            live.summary[metric] = value
+    with resume_dir(args.resume) as checkpoints, shared_atomic_outputs(args.model_out, args.live) as (model_file, live_dir):
+        with live_logger(live_dir) as live:
+            model, metrics = train(params, runtime, manifest, device, live, checkpoints)
+            if is_main_process():
+                save_model(model_file, model, {"classes": list(manifest.classes), "seed": params.seed})
+            for metric, value in metrics.items():
+                live.summary[metric] = value
