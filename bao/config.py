@@ -212,13 +212,16 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return _validate(Params, _read_mapping(path), str(path))
 
 
-def load_runtime(path: str | Path | None = RUNTIME_FILE, environ: Mapping[str, str] | None = None) -> RuntimeConfig:
-    """runtime.yaml (optional: every key has a default), then ``BAO_RUNTIME_<KEY>`` environment
-    overrides (e.g. ``BAO_RUNTIME_LOADER_WORKERS=4``); errors name ``runtime.<key>`` and the source."""
+def load_runtime(
+    path: str | Path | None = RUNTIME_FILE, environ: Mapping[str, str] | None = None, *, must_exist: bool = False
+) -> RuntimeConfig:
+    """runtime.yaml (optional unless ``must_exist``: every key has a default), then
+    ``BAO_RUNTIME_<KEY>`` environment overrides (e.g. ``BAO_RUNTIME_LOADER_WORKERS=4``); errors
+    name ``runtime.<key>`` and the source."""
     environ = os.environ if environ is None else environ
     raw: dict = {}
     sources = []
-    if path is not None and Path(path).is_file():
+    if path is not None and (must_exist or Path(path).is_file()):
         raw = _read_mapping(Path(path))
         sources.append(str(path))
     for name, value in environ.items():

@@ -29,21 +29,23 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     dvc.yaml's ``cmd`` is the one place that names them)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default=PARAMS_FILE, help="results params (tracked by DVC)")
-    parser.add_argument("--runtime", default=RUNTIME_FILE, help="hardware settings, optional (see runtime.example.yaml)")
+    parser.add_argument("--runtime", default=None, help=f"hardware settings (default: {RUNTIME_FILE} if present; see runtime.example.yaml)")
     return parser
 
 
 def start_stage(
-    name: str, params_file: str | Path = PARAMS_FILE, runtime_file: str | Path | None = RUNTIME_FILE, *, distributed: bool = True
+    name: str, params_file: str | Path = PARAMS_FILE, runtime_file: str | Path | None = None, *, distributed: bool = True
 ) -> tuple[Params, RuntimeConfig, torch.device]:
     """Also joins the process group when launched by ``torchrun`` (then only rank 0 logs INFO).
+
+    ``runtime_file``: None reads runtime.yaml if there is one; a file named explicitly must exist.
 
     Every process seeds with ``seed + rank``: the ranks' augmentations differ (each rank's own
     random crops and flips), while the initial weights still agree because DDP broadcasts
     rank 0's at wrap time. A world of one is seeded with ``seed`` exactly.
     """
     params = load_params(params_file)
-    runtime = load_runtime(runtime_file)
+    runtime = load_runtime(RUNTIME_FILE) if runtime_file is None else load_runtime(runtime_file, must_exist=True)
     device = resolve_device(params.device)
     if distributed and init_distributed(device.type, runtime.dist_timeout_s):
         atexit.register(_leave_process_group)
