@@ -146,7 +146,7 @@ def read_exp_show(cwd: str | Path = ".") -> list:
     return json.loads(result.stdout)
 
 
-def wait_for_queue(cwd: str | Path = ".", poll_s: float = 3.0, timeout_s: float | None = None) -> list:
+def wait_for_queue(cwd: str | Path = ".", poll_s: float = 10.0, timeout_s: float | None = None) -> list:
     """``dvc exp show --json`` once no experiment of this commit is queued or running."""
     started = time.monotonic()
     while True:
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp-show-json", help="a saved `dvc exp show --json` (default: run it here)")
     parser.add_argument("--wait", action="store_true", help="wait until no experiment is queued or running")
+    parser.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the queue with --wait")
     parser.add_argument("--out", default="results/seed_summary.json", help="every metric's mean, std, min, max, per-seed values")
     parser.add_argument("--table", default="results/seed_summary.md", help="the headline metrics as a Markdown table")
     args = parser.parse_args(argv)
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.exp_show_json:
             exp_show = json.loads(Path(args.exp_show_json).read_text())
         else:
-            exp_show = wait_for_queue() if args.wait else read_exp_show()
+            exp_show = wait_for_queue(poll_s=args.poll) if args.wait else read_exp_show()
         summary = summarize(exp_show)
     except SeedSummaryError as error:
         print(f"bao.seeds: {error}", file=sys.stderr)

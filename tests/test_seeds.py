@@ -100,7 +100,7 @@ def test_a_real_queue_of_two_seeds_is_summarised(tmp_path):
     assert queued.count("Queued experiment") == 2
     _run(["dvc", "queue", "start"], tmp_path)
     env_path = str(REPO)
-    result = subprocess.run([sys.executable, "-m", "bao.seeds", "--wait", "--out", "s.json", "--table", "s.md"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "bao.seeds", "--wait", "--poll", "2", "--out", "s.json", "--table", "s.md"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": env_path})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
