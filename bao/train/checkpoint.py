@@ -1,7 +1,7 @@
 """Resume checkpoints: an interrupted training stage, rerun, continues where it stopped.
 
-The checkpoint lives in the stage's ``--resume`` directory (``checkpoints/<stage>/`` in dvc.yaml), which is not a DVC output (``dvc repro`` deletes
-outputs before it runs a stage) and is ignored by git. It holds everything the loop changes:
+The checkpoint lives in the stage's ``--resume`` directory (``checkpoints/<stage>/`` in dvc.yaml),
+which is not a DVC output (``dvc repro`` deletes outputs before it runs a stage) and is ignored by git. It holds everything the loop changes:
 weights, optimizer, scheduler, grad scaler, hook states (EMA teacher, logged metrics), the
 python/numpy/torch RNG states and the shuffle generators' states at the start of the epoch, for
 every process of a ``torchrun`` group (each rank augments with its own seed, ``seed + rank``).
