@@ -32,19 +32,19 @@ from benchmarks.flops import device_peaks, training_step_flops, utilisation
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from pipeline_utils import make_repo_copy  # noqa: E402
+from pipeline_utils import make_repo_copy, stage_argv  # noqa: E402
 
 from benchmarks.system import machine_description  # noqa: E402
 
 GPU_OVERRIDES = {
     "device": "cuda",
     "data": {"synthetic": {"num_train": 96, "num_val": 32, "image_size": 128, "num_classes": 4}},
-    "train_cam": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144], "num_workers": 4},
-    "bao": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144], "num_workers": 4},
-    "pseudo_label": {"scales": [96, 128, 192], "thresholds": [0.1, 0.3, 0.5, 0.7, 0.9], "num_workers": 4, "batch_size": 8},
-    "train_seg": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144], "num_workers": 4},
-    "evaluate": {"num_workers": 4},
+    "train_cam": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144]},
+    "bao": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144]},
+    "pseudo_label": {"scales": [96, 128, 192], "thresholds": [0.1, 0.3, 0.5, 0.7, 0.9]},
+    "train_seg": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144]},
 }
+GPU_RUNTIME = "loader_workers: 4\ninference_batch_size: 8\nio_threads: 4\n"  # runtime.yaml of the GPU run
 CPU_OVERRIDES = {
     "device": "cpu",
     "data": {"synthetic": {"num_train": 16, "num_val": 8, "image_size": 64, "num_classes": 3}},
@@ -60,7 +60,7 @@ TINY_OVERRIDES = {
     "data": {"synthetic": {"num_train": 8, "num_val": 4, "image_size": 32, "num_classes": 2}},
     "train_cam": {"epochs": 1, "batch_size": 4, "crop_size": 32, "resize_long": [28, 36]},
     "bao": {"epochs": 1, "batch_size": 4, "crop_size": 32, "resize_long": [28, 36]},
-    "pseudo_label": {"scales": [32], "thresholds": [0.5], "batch_size": 4},
+    "pseudo_label": {"scales": [32], "thresholds": [0.5]},
     "train_seg": {"epochs": 1, "batch_size": 4, "crop_size": 32, "resize_long": [28, 36]},
     "report": {"gallery_size": 1},
 }
@@ -174,12 +174,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu_check_repo_") as temp:
         repo = make_repo_copy(Path(temp), overrides)
         params = load_params(repo / "params.yaml")
+        if cuda:
+            (repo / "runtime.yaml").write_text(GPU_RUNTIME)
         log = run_part("pipeline", [*dvc, "repro", *PIPELINE_TARGETS[mode]], repo, limit=limits[0], out_dir=out_dir, figures=figures)
         figures["pipeline"]["stages"] = epoch_figures(log)
         for name in ("metrics/pseudo_label.json", "metrics/evaluate.json"):
             if (repo / name).is_file():
                 figures["pipeline"][name] = json.loads((repo / name).read_text())
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", TORCHRUN_STAGE[mode]]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", TORCHRUN_STAGE[mode],
+                    *stage_argv(repo, TORCHRUN_STAGE[mode].removeprefix("stages."))]
         torchrun_log = run_part("torchrun", torchrun, repo, limit=limits[1], out_dir=out_dir, figures=figures)
         figures["torchrun"]["stages"] = epoch_figures(torchrun_log)
     train_step, pseudo_label, evaluator = BENCHMARK_OPTIONS[mode]

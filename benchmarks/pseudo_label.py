@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from bao.config import CrfConfig, ModelConfig, PseudoLabelConfig, RuntimeConfig
 from bao.data.manifest import Manifest
@@ -36,7 +35,6 @@ from bao.runtime import resolve_device
 from benchmarks.masks import blob_mask
 from benchmarks.system import machine_description, report
 
-REPO = Path(__file__).resolve().parents[1]
 SIZES = ((96, 128), (128, 96), (90, 128))  # (H, W): landscape, portrait, wide, as in VOC
 NUM_CLASSES = 5
 
@@ -60,16 +58,13 @@ def write_dataset(root: Path, count: int, seed: int = 0) -> Manifest:
     return Manifest(table=pd.DataFrame(rows), classes=classes, root=root)
 
 
-def crf_off() -> CrfConfig:
-    """The committed params' CRF section with the CRF disabled: the benchmark times inference, not the CRF."""
-    return CrfConfig.model_validate({**yaml.safe_load((REPO / "params.yaml").read_text())["crf"], "enabled": False})
-
-
 def pseudo_label_seconds(manifest: Manifest, model, device, *, batch_size: int, scales, workers: int, out_dir: Path) -> float:
-    cfg = PseudoLabelConfig(scales=scales, flip=True, thresholds=(0.5,), num_workers=workers, batch_size=batch_size)
+    cfg = PseudoLabelConfig(scales=scales, flip=True, thresholds=(0.5,))
+    runtime = RuntimeConfig(loader_workers=workers, inference_batch_size=batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    bao_pseudo_labels(model, manifest, cfg, crf=crf_off(), device=device, out_dir=out_dir, runtime=RuntimeConfig())
+    crf_off = CrfConfig(enabled=False, iterations=1, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
+    bao_pseudo_labels(model, manifest, cfg, crf=crf_off, device=device, out_dir=out_dir, runtime=runtime)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
