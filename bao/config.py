@@ -109,6 +109,8 @@ class PseudoLabelConfig(Section):
     thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
     num_workers: int = Field(ge=0)
     batch_size: int = Field(default=4, ge=1)
+    # geometric: maps drawn where the network saw them; official: the official code's bilinear resize
+    align: Literal["geometric", "official"] = "geometric"
 
 
 class CrfConfig(Section):

@@ -2,7 +2,11 @@ import numpy as np
 import torch
 
 from bao.infer.multiscale import multiscale_maps
-from bao.infer.pseudo import bao_pseudo_label, max_normalized_cams, minmax_normalize, threshold_pseudo_labels
+from bao.models.geometry import FeatureGeometry
+
+# maps at the input resolution: cell o is input pixel o
+PIXEL_GRID = lambda size: FeatureGeometry((1.0, 1.0), (0.0, 0.0))  # noqa: E731
+from bao.infer.pseudo import bao_pseudo_label, bao_scores, floor_minmax_normalize, max_normalized_cams, threshold_pseudo_labels
 
 
 def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
@@ -12,19 +16,19 @@ def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
         return {"maps": batch[:, :1]}
 
     # each scale: the map and its un-flipped mirror both equal the resized image, summed -> 2 each
-    merged = multiscale_maps(identity, image, scales=[2, 4], flip=False)["maps"]
+    merged = multiscale_maps(identity, image, scales=[2, 4], flip=False, geometry=PIXEL_GRID)["maps"]
     assert merged.shape == (1, 2, 4)
-    same_size = multiscale_maps(identity, image, scales=[4], flip=True)["maps"]
+    same_size = multiscale_maps(identity, image, scales=[4], flip=True, geometry=PIXEL_GRID)["maps"]
     # square resize 2x4 -> 4x4 -> back to 2x4 is not exact, but a left-right symmetric pipeline
     # seen twice (image + un-flipped mirror) doubles the map
-    assert torch.allclose(same_size, 2 * multiscale_maps(identity, image, scales=[4], flip=False)["maps"])
+    assert torch.allclose(same_size, 2 * multiscale_maps(identity, image, scales=[4], flip=False, geometry=PIXEL_GRID)["maps"])
     # a forward pass that only sees the mirror must be un-flipped before summing
     def left_marker(batch):
         out = torch.zeros(batch.shape[0], 1, *batch.shape[-2:])
         out[..., 0] = 1.0  # marks the left column of whatever it sees
         return {"maps": out}
 
-    merged = multiscale_maps(left_marker, image, scales=[4], flip=True)["maps"][0]
+    merged = multiscale_maps(left_marker, image, scales=[4], flip=True, geometry=PIXEL_GRID)["maps"][0]
     # original marks column 0, the mirror marks its column 0 = original column 3
     assert merged[:, 0].tolist() == [1.0, 1.0]
     assert merged[:, 3].tolist() == [1.0, 1.0]
@@ -33,7 +37,7 @@ def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
 
 def test_multiscale_sums_over_scales():
     image = torch.ones(3, 6, 6)
-    merged = multiscale_maps(lambda b: {"m": torch.ones(b.shape[0], 2, 3, 3)}, image, [4, 8, 12], flip=True)
+    merged = multiscale_maps(lambda b: {"m": torch.ones(b.shape[0], 2, 3, 3)}, image, [4, 8, 12], flip=True, geometry=PIXEL_GRID)
     assert torch.allclose(merged["m"], torch.full((2, 6, 6), 6.0))
 
 
@@ -47,11 +51,14 @@ def test_bao_pseudo_label_argmax_without_threshold():
     assert label.dtype == np.uint8
 
 
-def test_minmax_normalize():
+def test_floor_minmax_normalize():
     maps = torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]])
-    out = minmax_normalize(maps)
-    assert torch.allclose(out[0], torch.tensor([[0.0, 2.0 / (2.0 + 1e-5)]]))
-    assert torch.allclose(out[1], torch.zeros(1, 2))
+    out = floor_minmax_normalize(maps)
+    eps = 1e-5
+    # the minimum pixel is floored to 0 first: (0 - 1 - eps) / (2 + eps)
+    assert torch.allclose(out[0], torch.tensor([[(-1.0 - eps) / (2.0 + eps), (2.0 - eps) / (2.0 + eps)]]))
+    # a constant channel is all at its minimum: (0 - 2 - eps) / eps
+    assert torch.allclose(out[1], torch.full((1, 2), (-2.0 - eps) / eps))
 
 
 def test_threshold_baseline_hand_computed():
