@@ -65,7 +65,9 @@ def trace_geometry(network: nn.Module, input_size: tuple[int, int], channels: in
     One forward pass on zeros records every conv/pool layer in execution order. The main path is
     followed by resolution: a strided layer applied to the current resolution moves it on; a
     parallel branch (a residual shortcut) then finds its input at the old resolution and is
-    skipped, as are stride-1 layers (odd kernels padded symmetrically, offset 0)."""
+    skipped, as are stride-1 layers (odd kernels padded symmetrically, offset 0). A network whose
+    shortcut is centred elsewhere than its main path (ResNet-D's 2x2 average-pool shortcuts, +0.5
+    input px per level) has no single centre; the main path's is the one given."""
     events: list[tuple[nn.Module, tuple[int, int], tuple[int, int]]] = []
 
     def hook(module, args, output):
