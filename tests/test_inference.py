@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from bao.infer.multiscale import multiscale_maps
@@ -73,3 +74,42 @@ def test_threshold_baseline_hand_computed():
     # an absent class is zeroed before thresholding
     only_first = threshold_pseudo_labels(max_normalized_cams(cams, torch.tensor([1.0, 0.0])), [0.3])[0]
     assert only_first.tolist() == [[1, 1, 0, 0]]
+
+
+def test_input_resize_is_pils_antialiased_bicubic_on_uint8():
+    """The official code resizes the uint8 image with PIL's bicubic (antialiased when shrinking)."""
+    from PIL import Image
+
+    from bao.infer.align import resize_input
+
+    generator = np.random.default_rng(0)
+    image = generator.integers(0, 256, size=(75, 101, 3), dtype=np.uint8)
+    image[20:40, 30:60] = 255  # a hard edge, where bicubic overshoots and must be clamped
+    for size in (32, 64, 144):
+        expected = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)).astype(int)
+        ours = resize_input(torch.from_numpy(image).permute(2, 0, 1)[None], (size, size))[0].permute(1, 2, 0)
+        assert ours.dtype == torch.uint8
+        difference = np.abs(ours.numpy().astype(int) - expected)
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.002  # float vs PIL's fixed point
+
+
+def test_tie_pixels_go_to_the_channel_with_the_largest_range():
+    """Official rule: where background and every present class are 0 after ReLU, each channel
+    scores -eps / (max - min + eps), so the largest range wins."""
+    background = torch.tensor([[2.0, 0.0, -1.0]])
+    cams = torch.tensor([[[4.0, 0.0, 0.0]], [[3.0, -2.0, 0.0]], [[9.0, 9.0, 9.0]]])
+    labels = torch.tensor([1.0, 1.0, 0.0])  # class 3 absent
+    # pixels 1 and 2: background (max 2), class 1 (max 4), class 2 (max 3) are all 0: class 1 wins
+    assert bao_pseudo_label(background, cams, labels).tolist() == [[1, 1, 1]]
+    # the same ties with a larger background range go to the background
+    assert bao_pseudo_label(background * 3, cams, labels).tolist() == [[0, 0, 0]]
+    scores = bao_scores(background, cams, labels)
+    eps = 1e-5
+    assert scores[:3, 0, 1].tolist() == pytest.approx([-eps / (2 + eps), -eps / (4 + eps), -eps / (3 + eps)])
+    assert (scores[3] == -1).all()
+
+
+def test_relu_comes_before_the_minmax():
+    """A negative background minimum must not lift the background's zero pixels (issue 13)."""
+    labels = torch.tensor([1.0])
+    assert bao_pseudo_label(torch.tensor([[-4.0, 0.0, 4.0]]), torch.tensor([[[1.0, 0.4, 0.0]]]), labels).tolist() == [[1, 1, 0]]
