@@ -125,3 +125,12 @@ def test_geometric_equals_the_official_resize_where_their_conventions_agree():
     pixel_grid = FeatureGeometry((1.0, 1.0), (0.0, 0.0))
     up = resize_to_image(maps, image_size=(13, 9), input_size=(5, 7), geometry=pixel_grid, align="geometric")
     torch.testing.assert_close(up, F.interpolate(maps, size=(13, 9), mode="bilinear", align_corners=False), rtol=1e-5, atol=1e-5)
+
+
+if __name__ == "__main__":  # the README's table: stated vs measured offsets (tf_efficientnet_lite0 too)
+    for name, side, cell, level in [("tf_efficientnet_lite0", 384, 12, 1e-3), *(c for cs in CASES.values() for c in cs)]:
+        net = create_cam_net(ModelConfig(backbone=name, pretrained=False, output_stride=16), 3).eval()
+        stated = net.feature_geometry((side, side))
+        _box_kernels(net)
+        y, x = measured_centre(lambda images, net=net: net(images)["features"], side, cell, level)
+        print(f"{name}: stated offset {stated.offset[0]:+.1f}, measured {y - 16 * cell:+.2f} / {x - 16 * cell:+.2f}")
