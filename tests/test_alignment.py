@@ -72,7 +72,7 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).mean(axis=0)
 
 
-def label_offsets(tmp: Path, size: tuple[int, int], scales: tuple[int, ...], align: str, flip: bool = True) -> list[np.ndarray]:
+def label_offsets(tmp: Path, size: tuple[int, int], scales: tuple[int, ...], align: str, *, flip: bool = True) -> list[np.ndarray]:
     """(dy, dx) of each pseudo-label's square from the true square, through ``bao_pseudo_labels``."""
     prepared = tmp / f"prepared_{size[0]}x{size[1]}"
     if not prepared.exists():
@@ -121,6 +121,6 @@ if __name__ == "__main__":  # the README's table
                 row = [f"{size[0]}x{size[1]} scales {','.join(map(str, scales)):>12}"]
                 for align in ("official", "geometric"):
                     for flip in (False, True):
-                        dy, dx = label_offsets(Path(tmp), size, scales, align, flip)[0]
+                        dy, dx = label_offsets(Path(tmp), size, scales, align, flip=flip)[0]
                         row.append(f"{align}{' +flip' if flip else ''}: ({dy:+.1f}, {dx:+.1f})")
                 print(" | ".join(row))
