@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
+from bao.distributed import gather_tensors
 from bao.metrics import ConfusionMatrix
 
 
@@ -49,10 +51,6 @@ class PerImageBestT:
 
     def all_reduce(self) -> None:
         """Every process's images, under ``torchrun``."""
-        import torch
-
-        from bao.distributed import gather_tensors
-
         gathered = gather_tensors(torch.tensor(self.best_t, dtype=torch.float64))
         self.best_t = [float(t) for part in gathered for t in part.tolist()]
         self.oracle.all_reduce()
