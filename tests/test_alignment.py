@@ -21,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bao.config import CrfConfig, PseudoLabelConfig  # noqa: E402
+from bao.config import CrfConfig, PseudoLabelConfig, RuntimeConfig  # noqa: E402
 from bao.data.manifest import read_manifest  # noqa: E402
 from bao.data.palette import read_mask, save_mask  # noqa: E402
 from bao.data.prepare import prepare_dataset  # noqa: E402
@@ -29,8 +29,9 @@ from bao.infer.pipeline import bao_pseudo_labels  # noqa: E402
 from bao.models.geometry import FeatureGeometry, trace_geometry  # noqa: E402
 from dataset_fixtures import data_config  # noqa: E402
 
+BATCHES_OF_TWO = RuntimeConfig(inference_batch_size=2)  # three images: a full batch and a remainder
 CRF_OFF = CrfConfig(enabled=False, iterations=1, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3,
-                    bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, num_workers=0)
+                    bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
 # (image height, width) -> the square (top, left, height, width); sides odd and even, off-centre
 SQUARES = {(75, 101): (18, 29, 39, 44), (96, 96): (25, 30, 41, 36), (375, 500): (101, 157, 122, 131)}
 SCALES = {(75, 101): (64, 96, 144), (96, 96): (64, 96, 144), (375, 500): (256, 512, 768)}
@@ -76,12 +77,12 @@ def label_offsets(tmp: Path, size: tuple[int, int], scales: tuple[int, ...], ali
     """(dy, dx) of each pseudo-label's square from the true square, through ``bao_pseudo_labels``."""
     prepared = tmp / f"prepared_{size[0]}x{size[1]}"
     if not prepared.exists():
-        prepare_dataset(data_config("folder", _square_dataset(tmp / f"raw_{size[0]}x{size[1]}", size)), 0, prepared)
+        prepare_dataset(data_config("folder", _square_dataset(tmp / f"raw_{size[0]}x{size[1]}", size)), prepared)
     manifest = read_manifest(prepared)
-    cfg = PseudoLabelConfig(scales=scales, flip=flip, thresholds=(0.5,), num_workers=0, batch_size=2, align=align)
+    cfg = PseudoLabelConfig(scales=scales, flip=flip, thresholds=(0.5,), align=align)
     out = tmp / f"labels_{size[0]}x{size[1]}_{align}_{'_'.join(map(str, scales))}_{flip}"
     out.mkdir()
-    bao_pseudo_labels(BrightSquareNet(), manifest, cfg, CRF_OFF, torch.device("cpu"), out)
+    bao_pseudo_labels(BrightSquareNet(), manifest, cfg, CRF_OFF, torch.device("cpu"), out, runtime=BATCHES_OF_TWO)
     top, left, height, width = SQUARES[size]
     truth = np.array([top + (height - 1) / 2, left + (width - 1) / 2])
     return [_centroid(read_mask(path) == 1) - truth for path in sorted(out.glob("*.png"))]

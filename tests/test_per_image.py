@@ -15,7 +15,7 @@ from bao.infer.pipeline import threshold_sweep
 from bao.infer.pseudo import threshold_pseudo_labels
 from bao.infer.report import comparison_metrics, per_image_plot_rows
 from bao.metrics import confusion_counts
-from test_alignment import BrightSquareNet, label_offsets
+from test_alignment import BATCHES_OF_TWO, BrightSquareNet, label_offsets
 
 THRESHOLDS = (0.2, 0.5, 0.8)
 # (normalised class map, ground truth) of three 1x4 images, one class
@@ -62,8 +62,8 @@ def test_best_t_per_image_and_the_per_image_oracle():
 def test_the_sweep_reports_each_images_best_t(tmp_path):
     label_offsets(tmp_path, (75, 101), (64,), "geometric")  # prepares the square dataset
     manifest = read_manifest(tmp_path / "prepared_75x101")
-    cfg = PseudoLabelConfig(scales=(64,), flip=True, thresholds=(0.1, 0.3, 0.5, 0.7, 0.9), num_workers=0, batch_size=2)
-    sweep = threshold_sweep(BrightSquareNet(), manifest, cfg, torch.device("cpu"))
+    cfg = PseudoLabelConfig(scales=(64,), flip=True, thresholds=(0.1, 0.3, 0.5, 0.7, 0.9))
+    sweep = threshold_sweep(BrightSquareNet(), manifest, cfg, torch.device("cpu"), BATCHES_OF_TWO)
     per_image = sweep["per_image_best_t"]
     assert per_image["images"] == 3 and sum(row["images"] for row in per_image["histogram"]) == 3
     assert per_image["std"] == pytest.approx(0, abs=1e-12)  # three identical images pick the same t

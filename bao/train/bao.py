@@ -77,7 +77,7 @@ def train_bao_net(
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, True, runtime.loader_workers, seed, drop_last=True, runtime=runtime, distributed=True)
     student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder)
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
     net = prepare_model(student, device, runtime)
@@ -93,7 +93,7 @@ def train_bao_net(
 
     hooks = [*teacher_hooks, LiveHook(live, optimizer)]
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [cam_checkpoint, model_cfg.checkpoint])
-    checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
+    checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, fingerprint)
     state = train_loop(
         step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao", checkpoint, runtime.amp, runtime.channels_last
     )
