@@ -4,12 +4,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from bao.config import ModelConfig
-from bao.infer.multiscale import batched_multiscale_maps
-from multiscale_reference import multiscale_maps
+from bao.infer.multiscale import batched_multiscale_maps, multiscale_maps
 from bao.infer.predict import collate_full_size, iterate_multiscale, map_forward
-from bao.infer.pseudo import bao_scores, scores_to_labels
+from bao.infer.pseudo import bao_pseudo_label
 from bao.models import create_bao_net
+from bao.models.geometry import FeatureGeometry
 
+PIXEL_GRID = lambda size: FeatureGeometry((1.0, 1.0), (0.0, 0.0))  # noqa: E731  (maps at input resolution)
 SIZES = [(20, 30), (24, 24), (20, 30), (17, 41), (24, 24)]
 
 
@@ -35,9 +36,9 @@ def test_batched_equals_per_image_exactly_for_a_per_sample_forward():
         ramp = torch.linspace(0, 1, batch.shape[-1])
         return {"a": batch[:, :2] * ramp + batch_labels[:, :2, None, None], "b": batch[:, 2:].pow(2)}
 
-    batched = batched_multiscale_maps(forward, images, labels, scales=[8, 13, 16], flip=True)
+    batched = batched_multiscale_maps(forward, images, labels, scales=[8, 13, 16], flip=True, geometry=PIXEL_GRID)
     for image, row, maps in zip(images, labels, batched):
-        reference = multiscale_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, [8, 13, 16], True)
+        reference = multiscale_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, [8, 13, 16], True, geometry=PIXEL_GRID)
         assert set(maps) == {"a", "b"}
         for name in maps:
             assert maps[name].shape == reference[name].shape
@@ -62,16 +63,16 @@ def test_pseudo_labels_of_the_batched_loader_equal_the_per_image_path():
     device = torch.device("cpu")
     scales = [32, 48]
     loader = DataLoader(_Items(images, labels), batch_size=3, collate_fn=collate_full_size)
-    batched = {index: (maps, row) for index, maps, row in iterate_multiscale(net, loader, device, scales=scales, flip=True, with_am=True, desc="test")}
+    batched = {index: (maps, row) for index, maps, row in iterate_multiscale(net, loader, device, scales, flip=True, with_am=True, desc="test")}
     assert sorted(batched) == list(range(len(SIZES)))
     forward = map_forward(net, device, with_am=True)
     with torch.no_grad():
         for index, (image, row) in enumerate(zip(images, labels)):
-            reference = multiscale_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, scales, True)
+            reference = multiscale_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, scales, True, geometry=net.feature_geometry)
             maps, batched_row = batched[index]
             assert torch.equal(batched_row, row)
             for name in ("cams", "background"):
                 assert maps[name].shape == (reference[name].shape[0], *SIZES[index])
                 torch.testing.assert_close(maps[name], reference[name], rtol=1e-5, atol=1e-5)
-            expected = scores_to_labels(bao_scores(reference["background"][0], reference["cams"], row))
-            assert (scores_to_labels(bao_scores(maps["background"][0], maps["cams"], row)) == expected).all()
+            expected = bao_pseudo_label(reference["background"][0], reference["cams"], row)
+            assert (bao_pseudo_label(maps["background"][0], maps["cams"], row) == expected).all()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from bao.models.attention import attention_refine
+from bao.models.geometry import FeatureGeometry
 
 REFINE_MODES = ("none", "attention")
 
@@ -35,6 +36,10 @@ class CamModel(nn.Module):
     @property
     def out_channels(self) -> int:
         return self.backbone.out_channels
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """Where the cells of ``cams`` (and BAO's ``am``) sit on an input of ``input_size``."""
+        return self.backbone.feature_geometry(input_size)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, refine: bool = False) -> dict[str, torch.Tensor]:
         outputs = self.compute(images, with_attention=refine and self.refine == "attention")
@@ -80,6 +85,10 @@ class BaoNet(nn.Module):
         channels, num_classes = cam_net.out_channels, cam_net.num_classes
         self.label_encoder = nn.Linear(num_classes, channels) if use_label_encoder else None
         self.am_head = nn.Conv2d(channels, num_classes + 1, kernel_size=3, padding=1)
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """The activation map is a 3x3 (padding 1) conv of the CAM network's features: same cells."""
+        return self.cam_net.feature_geometry(input_size)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, refine: bool = False) -> dict[str, torch.Tensor]:
         outputs = self.cam_net(images, refine=refine)
