@@ -61,7 +61,7 @@ def test_label_encoder_switch():
     backbone = lambda: TimmFeatures("test_resnet", False, 16)  # noqa: E731
     images = torch.randn(1, 3, 64, 64)
     a, b = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 1.0]])
-    with_encoder = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet"}), 3).eval()
+    with_encoder = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet", "pretrained": False}), 3).eval()
     without = type(with_encoder)(CamNet(backbone(), 3), use_label_encoder=False).eval()
     assert without.label_encoder is None
     assert not any("label_encoder" in key for key in without.state_dict())
@@ -71,7 +71,7 @@ def test_label_encoder_switch():
 
 
 def test_teacher_switch_builds_a_hook_only_for_ema():
-    student = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet"}), 3)
+    student = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet", "pretrained": False}), 3)
     teacher, hooks = make_teacher(student, bao_cfg(teacher="ema"), iters_per_epoch=4)
     assert len(hooks) == 1 and isinstance(hooks[0], TeacherHook)
     frozen, none_hooks = make_teacher(student, bao_cfg(teacher="none"), iters_per_epoch=4)
@@ -114,7 +114,7 @@ def manifest(tmp_path_factory):
 )
 def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, backbone, refine, switches):
     device = torch.device("cpu")
-    model_cfg = PARAMS.model.model_copy(update={"backbone": backbone, "refine": refine})
+    model_cfg = PARAMS.model.model_copy(update={"backbone": backbone, "refine": refine, "pretrained": False})
     cam_cfg = PARAMS.train_cam.model_copy(update=TINY_LOADER)
     torch.manual_seed(0)
     cam_net, cam_metrics = train_cam_net(manifest, model_cfg, cam_cfg, device, 0, FakeLive())

@@ -19,7 +19,7 @@ from bao.config import CrfConfig, PseudoLabelConfig, RuntimeConfig
 from bao.data.datasets import ImageLabelDataset, load_image
 from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
-from bao.data.transforms import eval_transform
+from bao.data.transforms import Normalization, eval_transform
 from bao.infer.crf import refine_in_workers
 from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
 from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
@@ -30,8 +30,10 @@ from bao.train.common import make_loader
 OUTPUT_THREADS = 2
 
 
-def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
-    dataset = ImageLabelDataset(manifest, "train", eval_transform())
+def _train_images(
+    manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig, normalization: Normalization
+) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
+    dataset = ImageLabelDataset(manifest, "train", eval_transform(normalization))
     loader = make_loader(shard_dataset(dataset), cfg.batch_size, False, cfg.num_workers, 0, runtime=runtime, collate_fn=collate_full_size)
     return dataset, loader
 
@@ -87,7 +89,7 @@ def threshold_sweep(
         curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
         return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None}
     runtime = runtime or RuntimeConfig()
-    dataset, loader = _train_images(manifest, cfg, runtime)
+    dataset, loader = _train_images(manifest, cfg, runtime, cam_net.normalization)
     matrices = {"sweep": [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]}
     maps_iter = iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "threshold sweep", runtime.amp, runtime.channels_last)
     with BoundedPool(OUTPUT_THREADS) as pool:
@@ -123,7 +125,7 @@ def bao_pseudo_labels(
     first ``gallery_size`` images (of this process's shard), their BAO label, background score map
     and CRF label."""
     runtime = runtime or RuntimeConfig()
-    dataset, loader = _train_images(manifest, cfg, runtime)
+    dataset, loader = _train_images(manifest, cfg, runtime, bao_net.normalization)
     k = manifest.num_classes + 1
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
@@ -163,7 +165,7 @@ def bao_pseudo_labels(
 
 def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, indices, threshold: float) -> dict[int, np.ndarray]:
     """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
-    dataset = ImageLabelDataset(manifest, "train", eval_transform())
+    dataset = ImageLabelDataset(manifest, "train", eval_transform(cam_net.normalization))
     loader = make_loader(Subset(dataset, list(indices)), cfg.batch_size, False, cfg.num_workers, seed=0, collate_fn=collate_full_size)
     labels_by_index = {}
     for index, maps, labels in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):

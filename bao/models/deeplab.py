@@ -15,6 +15,7 @@ class DeepLabV3(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = DeepLabHead(backbone.out_channels, num_classes)
+        self.normalization = backbone.normalization  # input mean/std of the encoder's pretrained weights
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.backbone(images))
