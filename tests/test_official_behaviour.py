@@ -161,10 +161,9 @@ def test_transcam_checkpoint_loads_completely_without_warning(tmp_path, caplog):
     saved["conv_cls_head.bias"] = torch.randn(4)
     torch.save(saved, tmp_path / "transcam.pth")
     config = CONFORMER_TEST.model_copy(update={"checkpoint": str(tmp_path / "transcam.pth")})
-    with caplog.at_level(logging.INFO, logger="bao"):
-        net = create_bao_net(config, 3).cam_net
-        from bao.models import create_cam_net
+    from bao.models import create_cam_net
 
+    with caplog.at_level(logging.INFO, logger="bao"):
         net = create_cam_net(config, 3)
     assert not [r for r in caplog.records if "not loaded" in r.getMessage() or r.levelno >= logging.WARNING]
     loaded = net.backbone.state_dict()
@@ -281,3 +280,41 @@ def test_bao_head_init_official_and_pytorch():
     assert float(default.weight.abs().max()) <= bound and float(default.weight.std()) > 5 * 0.02
     with pytest.raises(ValueError, match="head_init"):
         BaoNet(net.cam_net, head_init="xavier")
+
+
+class RecordingLive:
+    def __init__(self):
+        self.metrics: list[tuple[str, float]] = []
+
+    def log_metric(self, name, value):
+        self.metrics.append((name, value))
+
+    def next_step(self):
+        pass
+
+
+def test_train_bao_with_a_checkpoint_loads_and_says_so(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from bao.train.bao import train_bao_net
+
+    official = official_bao_state()
+    torch.save(official, tmp_path / "bao_official.pth")
+    live = RecordingLive()
+    cfg = bao_cfg(checkpoint=str(tmp_path / "bao_official.pth"))
+    with caplog.at_level(logging.WARNING, logger="bao"):
+        net, metrics = train_bao_net(SimpleNamespace(num_classes=3), CONFORMER_TEST, cfg, "no-cam.pt", torch.device("cpu"), 0, live)
+    assert metrics == {"loaded_from_checkpoint": 1, "official_layout": 1}
+    assert live.metrics == [("loaded_from_checkpoint", 1)]
+    assert "NOT trained" in caplog.text
+    assert torch.equal(net.am_head.weight, official["classifier_x.weight"])
+
+
+def test_a_backbone_file_without_heads_warns_that_they_stay_fresh(tmp_path, caplog):
+    from bao.models import create_cam_net
+
+    saved = {k: v for k, v in create_conformer("conformer_test", 3).state_dict().items() if "cls_head" not in k}
+    torch.save(saved, tmp_path / "backbone_only.pth")
+    with caplog.at_level(logging.WARNING, logger="bao"):
+        create_cam_net(CONFORMER_TEST.model_copy(update={"checkpoint": str(tmp_path / "backbone_only.pth")}), 3)
+    assert "conv_cls_head.weight" in caplog.text and "fresh initialisation" in caplog.text

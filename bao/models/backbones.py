@@ -76,6 +76,9 @@ def fit_state_dict(
     skipped = [key for key in state if is_head(key) and (key not in own or state[key].shape != own[key].shape)]
     if skipped:
         log.warning("%s: classification head NOT loaded (other classes or shapes): %s", source, skipped)
+    absent = [key for key in own if is_head(key) and key not in state]
+    if absent:
+        log.warning("%s: has no %s; kept at their fresh initialisation", source, absent)
     return {key: value for key, value in state.items() if key in own and key not in skipped}
 
 
