@@ -124,8 +124,10 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     teachers = []
     monkeypatch.setattr(bao_training, "make_teacher", lambda *a: teachers.append(make_teacher(*a)) or teachers[-1])
     cfg = bao_cfg(**switches)
-    student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device, 0, FakeLive())
+    bao_live = FakeLive()
+    student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device, 0, bao_live)
     assert all(math.isfinite(value) for value in metrics.values())
+    assert [value for name, value in bao_live.metrics if name == "train/lr"] == [cfg.lr]  # constant: the official schedule
     assert (student.label_encoder is not None) == cfg.label_encoder
     # teacher "none" keeps the trained CAM network's weights; "ema" follows the student (parameters:
     # the official train-mode teacher's BN running statistics move in either case, unused)
@@ -144,3 +146,46 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     assert np.isfinite(rows[0]["background"]).all()
     save_gallery(tmp_path / "gallery.png", rows, 0.3)
     assert (tmp_path / "gallery.png").stat().st_size > 1000
+
+
+class TransformSeen(Exception):
+    """Raised by a spy once the stage has built its transform: nothing needs to train."""
+
+
+@pytest.mark.parametrize("module,call", [("cam", "train_cam_net"), ("bao", "train_bao_net"), ("seg", "train_segmentation_net")])
+def test_training_transforms_use_the_backbones_normalization(manifest, monkeypatch, module, call):
+    """tf_efficientnet_lite0 expects mean = std = 0.5 (timm's pretrained config), not ImageNet's."""
+    import importlib
+
+    from bao.data.transforms import Normalization
+
+    trainer = importlib.import_module(f"bao.train.{module}")
+    seen = []
+
+    def spy(*args, normalization):
+        seen.append(normalization)
+        raise TransformSeen
+
+    monkeypatch.setattr(trainer, "train_transform", spy)
+    model_cfg = PARAMS.model.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False})
+    device, live = torch.device("cpu"), FakeLive()
+    with pytest.raises(TransformSeen):
+        if module == "cam":
+            trainer.train_cam_net(manifest, model_cfg, PARAMS.train_cam, device, 0, live)
+        elif module == "bao":
+            trainer.train_bao_net(manifest, model_cfg, PARAMS.bao, "unused.pt", device, 0, live)
+        else:
+            seg_cfg = PARAMS.train_seg.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False})
+            trainer.train_segmentation_net(manifest, "unused", seg_cfg, device, 0, live)
+    assert seen == [Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+
+
+def test_inference_images_use_the_models_normalization(manifest):
+    from bao.config import RuntimeConfig
+    from bao.data.datasets import load_image
+    from bao.infer.pipeline import _train_images
+
+    net = create_bao_net(PARAMS.model.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False}), 3)
+    dataset, _ = _train_images(manifest, PARAMS.pseudo_label, RuntimeConfig(), net.normalization)
+    raw = torch.from_numpy(load_image(manifest.resolve(dataset.rows.at[0, "image_path"]))).permute(2, 0, 1).float()
+    assert torch.allclose(dataset[0]["image"], (raw / 255 - 0.5) / 0.5, atol=1e-6)
