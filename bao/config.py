@@ -17,7 +17,18 @@ SYNTHETIC_NUM_SHAPES = 8  # len(bao.data.synthetic.SYNTHETIC_CLASSES); a test ke
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float must be finite (``lr: .inf`` would train to inf weights)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _check_backbone_name(name: str, conformer: bool) -> str:
+    """An unknown backbone fails when params are read, under its dotted key, not hours later."""
+    from bao.models import backbone_name_problem  # lazy: bao.models imports this module, and timm is slow to import
+
+    problem = backbone_name_problem(name, conformer=conformer)
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 class SyntheticConfig(Section):
@@ -45,6 +56,10 @@ class DataConfig(Section):
     cache_dir: str = "data/cache"
     workers: int = Field(default=2, ge=1)
     folder: FolderConfig = FolderConfig()
+    # Hostile input: images over this many pixels are listed as problems (decompression bombs)
+    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    # Files reached through ``..`` or symlinks out of root (and sbd_root) are refused unless true
+    allow_outside_root: bool = False
 
     @model_validator(mode="after")
     def _check_splits(self) -> "DataConfig":
@@ -59,6 +74,11 @@ class ModelConfig(Section):
     checkpoint: str | None = None
     output_stride: Literal[8, 16, 32]
     refine: Literal["none", "attention"] = "none"
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        return _check_backbone_name(name, conformer=True)
 
 
 class LoaderConfig(Section):
@@ -109,7 +129,7 @@ class BaoConfig(LoaderConfig):
     loss: Literal["balanced", "ce"] = "balanced"
     teacher: Literal["ema", "none"] = "ema"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
 
 class PseudoLabelConfig(Section):
@@ -143,6 +163,11 @@ class SegConfig(LoaderConfig):
     backbone: str
     pretrained: bool
     output_stride: Literal[8, 16, 32]
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        return _check_backbone_name(name, conformer=False)  # DeepLab reads timm feature maps only
 
 
 class EvaluateConfig(Section):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import glob
 import json
+import logging
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +24,24 @@ def _remove_stale_temps(path: Path) -> None:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
-def _temp_sibling(path: Path, suffix: str = "") -> Path:
-    """A fresh name next to ``path``, so the final rename stays on one filesystem."""
+def _create_sibling(path: Path, suffix: str, create) -> Path:
+    """A fresh name next to ``path`` (so the final rename stays on one filesystem), made by
+    ``create(name)``. Unlike mkstemp/mkdtemp (0600/0700) the mode is the usual 0666/0777 less the
+    umask, so outputs, git-tracked metrics included, get the permissions any other file would."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
-    return Path(name)
+    for _ in range(100):
+        name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            create(name)
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(errno.EEXIST, f"no free temporary name next to {path}")
+
+
+def _temp_sibling(path: Path, suffix: str = "") -> Path:
+    return _create_sibling(path, suffix, lambda name: os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
 
 
 @contextlib.contextmanager
@@ -46,9 +60,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces directory ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    temp = _create_sibling(path, "", lambda name: os.mkdir(name, 0o777))
     try:
         yield temp
         old = None
@@ -61,6 +73,34 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+class LockHeldError(RuntimeError):
+    """Another process holds the lock of an output; the message names the output and the lock file."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` for the block, or fail at once if another process
+    holds it: two runs writing ``what`` (an output in that directory) at the same time would delete
+    each other's staging directories (each removes the temp siblings a killed run left). Locking
+    the directory itself leaves no lock file behind, and the kernel drops the lock when its holder
+    dies, so a killed run never leaves it stuck."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeldError(
+                f"{what}: another process is writing it (it holds the lock on {directory}); wait for it to finish"
+            ) from None
+        except OSError as error:  # a filesystem without flock (some network mounts): run unprotected
+            logging.getLogger("bao").warning("cannot lock %s (%s); a concurrent run writing %s is not detected", directory, error, what)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -92,8 +132,21 @@ def load_torch(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for bad files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint (truncated, corrupt or not a PyTorch file): {reason}") from None
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (truncated, corrupt or not a PyTorch file): {_load_failure_reason(error)}"
+        ) from None
+
+
+def _load_failure_reason(error: Exception) -> str:
+    """What is wrong with the file, without torch's advice to retry with ``weights_only=False`` or
+    to allowlist the file's classes: either would let a hostile file run code."""
+    text = str(error).strip()
+    if "WeightsUnpickler error:" in text:
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].split())
+        text = "content a weights-only load refuses: " + detail.split(". Please", 1)[0].split(" Please", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return type(error).__name__ if "weights_only" in reason or "safe_globals" in reason else reason
 
 
 def save_torch(path: str | Path, obj: Any) -> None:

@@ -81,3 +81,13 @@ def test_cli_missing_or_mismatched_prediction_is_a_clear_error(mask_dirs, tmp_pa
     message = capsys.readouterr().err
     assert f"{pred_dir / '2.png'}" in message and "prediction has [7]" in message
     assert not out.exists()
+
+
+@pytest.mark.parametrize("height, width", [(61, 80), (60, 79), (80, 60)], ids=["height-only", "width-only", "transposed"])
+def test_prediction_of_another_height_or_width_is_refused(tmp_path, height, width):
+    """Each dimension on its own (the CLI test changes only the width)."""
+    gt, pred = tmp_path / "gt.png", tmp_path / "pred.png"
+    save_mask(gt, np.zeros((60, 80), np.uint8))
+    save_mask(pred, np.zeros((height, width), np.uint8))
+    with pytest.raises(ValueError, match=f"{pred}: prediction size {width}x{height} differs from ground truth {gt} 80x60"):
+        load_pair((gt, pred))

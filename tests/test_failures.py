@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
+import shutil
 import re
 from pathlib import Path
 
@@ -163,6 +165,63 @@ def test_nan_loss_stops_with_step_and_last_finite_loss_and_keeps_last_checkpoint
     assert all(torch.isfinite(value).all() for value in checkpoint["model"].values())
 
 
+def _diverge_at(step_number: int):
+    """A hook that sets the learning rate to inf once ``step_number - 1`` steps are done, so the
+    optimizer step of ``step_number`` turns the weights non-finite from a finite loss."""
+    class Diverge(Hook):
+        def __init__(self):
+            self.optimizer = None
+
+        def after_step(self, state, losses) -> None:
+            if state.step == step_number - 1:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = float("inf")
+    return Diverge()
+
+
+def test_non_finite_weights_after_a_step_stop_naming_the_step_and_keep_the_last_checkpoint(tmp_path):
+    """``lr: .inf`` used to save a model with NaN tensors and exit 0: the NaN guard looked at the
+    loss, which is computed before the update."""
+    seed_everything(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    loader = make_loader(NoisyDataset(9), 3, True, 0, seed=0, drop_last=True)
+    optimizer = create_optimizer(model.parameters(), 1e-2, 1e-4)
+    diverge = _diverge_at(5)
+    diverge.optimizer = optimizer
+
+    def step(batch, state):
+        return {"loss_mse": F.mse_loss(model(batch["x"]), batch["y"])}
+
+    checkpoint = CheckpointHook(tmp_path, "f", 1)
+    with pytest.raises(FloatingPointError) as error:
+        train_loop(step, model, loader, optimizer, None, 3, CPU, [diverge], "toy", checkpoint)
+    message = str(error.value)
+    assert "weights became non-finite in the optimizer step of step 5 (epoch 2, batch 2/3)" in message
+    assert "last good checkpoint is kept" in message
+    saved = torch.load(tmp_path / RESUME_FILE, weights_only=True)
+    assert saved["step"] == 4 and all(torch.isfinite(value).all() for value in saved["model"].values())
+
+
+def test_inf_learning_rate_stops_at_step_one():
+    model = nn.Linear(4, 1)
+    loader = make_loader(NoisyDataset(4), 2, True, 0, seed=0)
+
+    def step(batch, state):
+        return {"loss": F.mse_loss(model(batch["x"]), batch["y"])}
+
+    with pytest.raises(FloatingPointError, match=r"non-finite in the optimizer step of step 1 \(epoch 1, batch 1/2\): 2 of 2 parameter tensors"):
+        train_loop(step, model, loader, create_optimizer(model.parameters(), float("inf"), 0), None, 1, CPU)
+
+
+def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=re.escape(f"{tmp_path / 'cam.pt'}: not saved, 1 of 2 tensors are not finite, e.g. ['bias']")):
+        save_model(tmp_path / "cam.pt", model, {})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inf_loss_also_stops(tmp_path):
     def step(batch, state):
         return {"loss": torch.tensor(float("inf"), requires_grad=True)}
@@ -213,6 +272,24 @@ def test_failed_dvclive_run_leaves_previous_metrics_and_plots(tmp_path):
     assert {path: path.read_bytes() for path in target.rglob("*") if path.is_file()} == before
     assert json.loads((target / "metrics.json").read_text())["final_loss"] == 1.0
     assert _no_temp_left(target.parent)
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775), (0o077, 0o600, 0o700)])
+def test_outputs_get_the_umask_permissions_not_mkstemps(tmp_path, umask, file_mode, dir_mode):
+    """mkstemp/mkdtemp made every output 0600/0700, git-tracked metrics included."""
+    from bao.io import save_torch
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "metrics.json", {"miou": 0.5})
+        save_torch(tmp_path / "cam.pt", {"w": torch.zeros(1)})
+        with atomic_dir(tmp_path / "pseudo_labels") as staging:
+            (staging / "a.png").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "cam.pt").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "pseudo_labels").stat().st_mode & 0o777 == dir_mode
 
 
 def test_failed_json_write_leaves_previous_file(tmp_path):
@@ -290,11 +367,37 @@ def test_truncated_checkpoint_names_the_file(cam_checkpoint, tmp_path):
         load_model_state(truncated, _cam(3))
 
 
+class _Touch:
+    """Unpickling this runs ``Path.touch(marker)``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
 def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "payload": NoisyDataset(2)}, path)  # an arbitrary object: needs unpickling code
     with pytest.raises(CheckpointError, match=re.escape(str(path))):
         load_model_state(path, nn.Linear(1, 1))
+    marker = tmp_path / "code_ran"
+    torch.save({"model": {}, "payload": _Touch(marker)}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_model_state(path, nn.Linear(1, 1))
+    assert not marker.exists()
+    assert "weights_only" not in str(error.value) and "safe_globals" not in str(error.value)  # no unsafe advice
+
+
+def test_random_bytes_checkpoint_names_the_file_and_never_suggests_weights_only_false(tmp_path):
+    path = tmp_path / "cam.pt"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError) as error:
+        load_model_state(path, nn.Linear(1, 1))
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot read checkpoint (truncated, corrupt or not a PyTorch file)")
+    assert "weights_only" not in message and "trusted source" not in message
 
 
 # --- params validation: the error names the dotted key ------------------------------------------
@@ -334,6 +437,20 @@ def _set(dotted: str, value):
     ("train_cam.resize_long", [160, 96], "train_cam.resize_long: Value error, resize_long must be [min, max]"),
     ("model.output_stride", 12, "model.output_stride: Input should be 8, 16 or 32"),
     ("device", "tpu", "device: Input should be 'auto', 'cpu' or 'cuda'"),
+    # every number finite: lr .inf used to train to NaN weights and save them as a success
+    ("train_cam.lr", float("inf"), "train_cam.lr: Input should be a finite number (got inf)"),
+    ("bao.weight_decay", float("inf"), "bao.weight_decay: Input should be a finite number"),
+    ("train_seg.lr", float("nan"), "train_seg.lr: Input should be a finite number"),
+    ("bao.ema_start", float("nan"), "bao.ema_start: Input should be a finite number"),
+    ("crf.bilateral_srgb", float("inf"), "crf.bilateral_srgb: Input should be a finite number"),
+    ("train_cam.color_jitter", [0.3, 0.3, float("inf"), 0.0], "train_cam.color_jitter.2: Input should be a finite number"),
+    ("pseudo_label.thresholds", [0.1, float("nan")], "pseudo_label.thresholds.1: Input should be a finite number"),
+    ("data.folder.val_fraction", float("nan"), "data.folder.val_fraction: Input should be a finite number"),
+    # every model name, by its own key
+    ("train_seg.backbone", "resnet_9000", "train_seg.backbone: Value error, 'resnet_9000' is not a timm model"),
+    ("train_seg.backbone", "conformer_small_patch16", "train_seg.backbone: Value error, 'conformer_small_patch16' is not a timm model"),
+    ("model.backbone", "resnet_9000", "model.backbone: Value error, 'resnet_9000' is neither a timm model nor one of"),
+    ("data.max_image_pixels", 0, "data.max_image_pixels: Input should be greater than or equal to 1"),
 ])
 def test_bad_param_is_named_by_its_dotted_key(tmp_path, dotted, value, expected):
     message = _params_error(tmp_path, _set(dotted, value))
@@ -481,3 +598,35 @@ def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_rep
     assert resumed["live"] == reference["live"]
     for name, tensor in reference["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_train_cam_with_inf_lr_fails_naming_the_key_or_the_step_and_saves_no_model(tiny_repo, monkeypatch, one_thread):
+    """``lr: .inf`` used to save models/cam.pt with 61 of 121 tensors non-finite and exit 0. Now
+    the params check names the key; and if an update still diverges (here the optimizer is given
+    lr inf behind the check's back), the stage raises naming the step (an uncaught exception:
+    exit status 1) before anything is saved."""
+    import subprocess
+
+    import bao.train.cam
+    import stages.train_cam
+
+    monkeypatch.chdir(tiny_repo)
+    for path in ("models/cam.pt", "dvclive/train_cam"):  # what `dvc repro` deletes before a rerun
+        subprocess.run(["rm", "-rf", path], cwd=tiny_repo, check=True)
+    params_file = tiny_repo / "params.yaml"
+    original = params_file.read_text()
+    raw = yaml.safe_load(original)
+    raw["train_cam"]["lr"] = float("inf")
+    params_file.write_text(yaml.safe_dump(raw))
+    try:
+        with pytest.raises(ParamsError, match=r"train_cam\.lr: Input should be a finite number \(got inf\)"):
+            stages.train_cam.main()
+    finally:
+        params_file.write_text(original)
+    monkeypatch.setattr(bao.train.cam, "create_optimizer", lambda parameters, *args, **kwargs: torch.optim.AdamW(parameters, lr=float("inf")))
+    try:
+        with pytest.raises(FloatingPointError, match=r"weights became non-finite in the optimizer step of step 1 \(epoch 1, batch 1/16\)"):
+            stages.train_cam.main()
+    finally:
+        shutil.rmtree(tiny_repo / "checkpoints", ignore_errors=True)
+    assert not (tiny_repo / "models/cam.pt").exists() and not (tiny_repo / "dvclive/train_cam").exists()

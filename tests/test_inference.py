@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from bao.infer.multiscale import multiscale_maps
-from bao.infer.pseudo import bao_pseudo_label, max_normalized_cams, minmax_normalize, threshold_pseudo_labels
+from bao.infer.pseudo import bao_pseudo_label, bao_scores, max_normalized_cams, minmax_normalize, threshold_pseudo_labels
 
 
 def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
@@ -45,6 +45,40 @@ def test_bao_pseudo_label_argmax_without_threshold():
     # bg min-max: [1, .2, 0]; class1: [0, .5, 1]; class 2 absent never wins
     assert label.tolist() == [[0, 1, 1]]
     assert label.dtype == np.uint8
+
+
+def test_bao_pseudo_label_applies_relu_before_min_max():
+    """Negative evidence must not survive normalisation: ReLU first, then min-max. Background
+    [-4, 0, 4] -> ReLU [0, 0, 4] -> [0, 0, 1]; the present class [1, 0.4, 0] -> [1, 0.4, 0];
+    argmax [1, 1, 0]. Min-max without the ReLU gives background [0, 0.5, 1], which beats 0.4 at
+    the middle pixel: [1, 0, 0]. No pixel is a tie (each has a positive class score or a winning
+    background), so the rule for ties does not enter."""
+    background = torch.tensor([[-4.0, 0.0, 4.0]])
+    cams = torch.tensor([[[1.0, 0.4, 0.0]], [[7.0, 7.0, 7.0]]])  # class 2 absent
+    labels = torch.tensor([1.0, 0.0])
+    assert bao_pseudo_label(background, cams, labels).tolist() == [[1, 1, 0]]
+    scores = bao_scores(background, cams, labels)
+    torch.testing.assert_close(scores[0], torch.tensor([[0.0, 0.0, 1.0]]), rtol=0, atol=1e-4)
+
+
+def test_bao_pseudo_label_on_signed_maps_of_several_classes():
+    """Signed maps, two present classes: ReLU zeroes each channel's negative part before its
+    min-max. bg [2, -6, 0, 1] -> [1, 0, 0, .5]; class 1 [-2, 3, 1.5, -1] -> [0, 1, .5, 0];
+    class 3 [0, -1, 2, 1.4] -> [0, 0, 1, .7]; argmax [0, 1, 3, 3]. Without the ReLU the last pixel
+    goes to background (.875 against class 3's .8)."""
+    background = torch.tensor([[2.0, -6.0, 0.0, 1.0]])
+    cams = torch.tensor([[[-2.0, 3.0, 1.5, -1.0]], [[5.0, 5.0, 5.0, 5.0]], [[0.0, -1.0, 2.0, 1.4]]])
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    assert bao_pseudo_label(background, cams, labels).tolist() == [[0, 1, 3, 3]]
+
+
+def test_baseline_class_that_is_negative_everywhere_gives_background():
+    """ReLU before dividing by the max: a present class whose CAM is all negative is 0, not
+    [-4, -2] / -2 = [2, 1] (above every threshold)."""
+    cams = torch.tensor([[[-4.0, -2.0]], [[0.0, 3.0]]])
+    normalized = max_normalized_cams(cams, torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(normalized, torch.tensor([[[0.0, 0.0]], [[0.0, 1.0]]]), rtol=0, atol=1e-4)
+    assert threshold_pseudo_labels(normalized, [0.0, 0.5])[1].tolist() == [[0, 2]]
 
 
 def test_minmax_normalize():

@@ -80,3 +80,14 @@ def test_balanced_ce_with_no_background_pixels():
 def test_smoothing_sums_to_one_for_many_classes(eps):
     targets = torch.randint(0, 21, (2, 4, 4))
     assert torch.allclose(smooth_targets(targets, 21, eps).sum(1), torch.ones(2, 4, 4))
+
+
+def test_teacher_target_of_a_class_negative_everywhere_is_background():
+    """Signed CAMs: ReLU before dividing by the max. Without it the present class [-4, -2] would
+    be divided by its negative max, [2, 1], and win every pixel; with it the class map is 0, the
+    background 1 - 0 = 1 everywhere."""
+    cams = torch.tensor([[[[-4.0, -2.0]]]])
+    labels = torch.tensor([[1.0]])
+    maps = background_activated_cams(cams, labels)
+    assert torch.equal(maps[0, :, 0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    assert teacher_targets(cams, labels).tolist() == [[[0, 0]]]

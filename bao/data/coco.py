@@ -9,6 +9,9 @@ crowd regions become 255 (ignore) where no instance covers them.
 Rasterising is the costly part, so it runs only after validation passed, one image at a time
 (memory stays flat), and each mask is cached under ``<cache_dir>/coco_masks/`` by a hash of its
 annotations: a re-run, or another params change, re-uses it instead of drawing it again.
+
+Each ``file_name`` must be a plain file name in ``<split>/`` (no ``..`` or separator); a bad one
+is a listed problem naming the JSON entry.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pycocotools import mask as mask_utils
 
 from bao.data.manifest import COLUMNS, stored_path
 from bao.data.palette import IGNORE_INDEX, save_mask
-from bao.data.source import Source
+from bao.data.source import ANYWHERE, RootGuard, Source, file_name_problem, id_problem, inside, read_text
 from bao.io import atomic_path
 
 REQUIRED_KEYS = {  # section -> {key: expected JSON type}
@@ -44,13 +47,16 @@ def annotation_file(root: Path, split: str) -> Path:
     return root / "annotations" / f"instances_{split}.json"
 
 
-def _load_json(path: Path, problems: list[str]) -> dict | None:
+def _load_json(path: Path, problems: list[str], guard: RootGuard = ANYWHERE) -> dict | None:
     if not path.is_file():
         problems.append(f"{path}: COCO annotation file not found")
         return None
+    text = read_text(path, problems, guard)
+    if text is None:
+        return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
         problems.append(f"{path}: not valid JSON ({error})")
         return None
     if not isinstance(data, dict):
@@ -143,34 +149,41 @@ def read_coco_split(
     path = annotation_file(root, split)
     by_image = _annotations_by_image(path, data, label_of, problems)
     rows, jobs = [], []
-    for image in data["images"]:
+    for position, image in enumerate(data["images"]):
         anns = by_image.get(int(image["id"]))
         if not anns:
             counts[f"skipped_no_annotation_{role}"] += 1
             continue
-        image_id = Path(str(image["file_name"])).stem
+        name = str(image["file_name"])
+        unsafe = file_name_problem(name) or id_problem(Path(name).stem)
+        if unsafe:
+            problems.append(f"{path}: images[{position}] file_name {name!r} {unsafe}; it must be a file name in {split}/")
+            continue
+        image_id = Path(name).stem
         height, width = int(image["height"]), int(image["width"])
         labels = [0] * len(label_of)
         for label, _, _ in anns:
             labels[label - 1] = 1
         rows.append({
-            "image_id": image_id, "split": role, "image_path": stored_path(root / split / str(image["file_name"]), base),
-            "mask_path": "", "labels": labels, "height": height, "width": width,
+            "image_id": image_id, "split": role, "image_path": stored_path(root / split / name, base),
+            "mask_path": "", "labels": labels, "height": height, "width": width, "origin": f"{path}: images[{position}]",
         })
         jobs.append((image_id, height, width, anns))
     return rows, jobs
 
 
-def read_coco(root: Path, splits: dict[str, str], base: Path, problems: list[str], cache_dir: Path) -> Source:
+def read_coco(
+    root: Path, splits: dict[str, str], base: Path, problems: list[str], cache_dir: Path, *, guard: RootGuard = ANYWHERE
+) -> Source:
     """Rows of every split; classes from the train split's categories, which val must match."""
     paths = {role: annotation_file(root, split) for role, split in splits.items()}
     valid = {}
     for role, path in paths.items():
-        data = _load_json(path, problems)
+        data = _load_json(path, problems, guard)
         if data is not None and check_keys(path, data, problems):
             valid[role] = data
     if len(valid) != len(splits):
-        return Source(pd.DataFrame(columns=[*COLUMNS, "height", "width"]), ())
+        return Source(pd.DataFrame(columns=[*COLUMNS, "height", "width", "origin"]), ())
     categories = {role: categories_of(paths[role], data, problems) for role, data in valid.items()}
     train = categories["train"]
     for role, found in categories.items():
@@ -188,7 +201,7 @@ def read_coco(root: Path, splits: dict[str, str], base: Path, problems: list[str
     def finish(staging: Path, table: pd.DataFrame) -> dict:
         return write_masks(jobs, staging, cache_dir, table)
 
-    table = pd.DataFrame(rows, columns=[*COLUMNS, "height", "width"])
+    table = pd.DataFrame(rows, columns=[*COLUMNS, "height", "width", "origin"])
     return Source(table, tuple(train.values()), dict(counts), finish)
 
 
@@ -247,7 +260,7 @@ def write_masks(jobs: list[tuple], staging: Path, cache_dir: Path, table: pd.Dat
     mask_paths = {}
     for image_id, cached in _cached_masks(jobs, cache_dir, counts):
         relative = f"{MASK_DIR}/{image_id}.png"
-        shutil.copyfile(cached, staging / relative)
+        shutil.copyfile(cached, inside(staging, staging / relative))
         mask_paths[image_id] = relative
     table["mask_path"] = table["image_id"].map(mask_paths).fillna("")
     return dict(counts)

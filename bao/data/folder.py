@@ -9,10 +9,15 @@
 
 Without classes.txt the classes are the sorted label names (list form) or the class columns in
 header order (column form); mask value k means the k-th of those classes.
+
+Names in labels.csv are hostile: each must be a plain file name in images/ (no ``..`` or
+separator), and its id (the name without extension) must be safe to name output files.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +26,7 @@ import pandas as pd
 
 from bao.config import FolderConfig
 from bao.data.manifest import COLUMNS, stored_path
-from bao.data.source import Source, label_vector
+from bao.data.source import ANYWHERE, RootGuard, Source, file_name_problem, id_problem, label_vector, read_text
 
 LABELS_FILE = "labels.csv"
 CLASSES_FILE = "classes.txt"
@@ -30,10 +35,13 @@ LABELS_COLUMN = "labels"
 SEPARATOR = ";"
 
 
-def read_classes_file(path: Path, problems: list[str]) -> tuple[str, ...] | None:
+def read_classes_file(path: Path, problems: list[str], guard: RootGuard = ANYWHERE) -> tuple[str, ...] | None:
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, problems, guard)
+    if text is None:
+        return None  # the problem is listed; the classes are then inferred, with no follow-on problems
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     for name in sorted({name for name in names if names.count(name) > 1}):
         problems.append(f"{path}: class {name!r} is listed more than once")
     if not names:
@@ -41,18 +49,42 @@ def read_classes_file(path: Path, problems: list[str]) -> tuple[str, ...] | None
     return tuple(names)
 
 
-def _read_csv(path: Path, problems: list[str]) -> pd.DataFrame | None:
+def _read_csv(path: Path, problems: list[str], split_column: str | None, guard: RootGuard = ANYWHERE) -> pd.DataFrame | None:
     if not path.is_file():
         problems.append(f"{path}: labels file not found")
         return None
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        problems.append(f"{path}: cannot parse CSV ({error})")
+    text = read_text(path, problems, guard)
+    if text is None:
         return None
-    table.columns = [str(column).strip() for column in table.columns]
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True, strict=True)
+    lines: list[tuple[int, list[str]]] = []  # (line number, fields) of each non-blank record
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                lines.append((reader.line_num, row))
+    except csv.Error as error:
+        problems.append(f"{path}: line {reader.line_num}: cannot parse CSV ({error})")
+        return None
+    if not lines:
+        problems.append(f"{path}: cannot parse CSV (no header line)")
+        return None
+    header = [cell.strip() for cell in lines[0][1]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    ragged = [f"line {number} has {len(row)} fields" for number, row in lines[1:] if len(row) != len(header)]
+    if repeated or ragged:
+        reason = f"column names {repeated} repeat" if repeated else f"the header has {len(header)} fields; {', '.join(ragged[:5])}"
+        problems.append(f"{path}: cannot parse CSV ({reason})")
+        return None
+    table = pd.DataFrame([row for _, row in lines[1:]], columns=header, dtype=str)
+    table.attrs["lines"] = [number for number, _ in lines[1:]]  # for problems that name the line
     if IMAGE_COLUMN not in table.columns:
         problems.append(f"{path}: no {IMAGE_COLUMN!r} column (columns: {list(table.columns)})")
+        return None
+    if LABELS_COLUMN not in table.columns and not [c for c in table.columns if c not in (IMAGE_COLUMN, split_column)]:
+        problems.append(
+            f"{path}: no {LABELS_COLUMN!r} column and no class columns (columns: {list(table.columns)}); "
+            f"give labels as a {LABELS_COLUMN!r} column (\"cat;dog\") or one 0/1 column per class"
+        )
         return None
     return table
 
@@ -112,12 +144,15 @@ def _roles(csv: Path, table: pd.DataFrame, splits: dict[str, str], cfg: FolderCo
     return [role_of.get(value.strip()) for value in table[cfg.split_column]]
 
 
-def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Path, problems: list[str]) -> Source:
+def read_folder(
+    root: Path, splits: dict[str, str], cfg: FolderConfig, base: Path, problems: list[str], *, guard: RootGuard = ANYWHERE
+) -> Source:
+    """One row per labels.csv line in the requested splits; ``guard`` says where files may be read from."""
     csv = root / LABELS_FILE
     if not (root / "images").is_dir():
         problems.append(f"{root / 'images'}: image directory not found")
-    table = _read_csv(csv, problems)
-    listed = read_classes_file(root / CLASSES_FILE, problems)
+    table = _read_csv(csv, problems, cfg.split_column, guard)
+    listed = read_classes_file(root / CLASSES_FILE, problems, guard)
     if table is None:
         return Source(pd.DataFrame(columns=list(COLUMNS)), listed or ())
     reserved = {IMAGE_COLUMN, cfg.split_column}
@@ -126,8 +161,12 @@ def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Pat
     counts: Counter = Counter()
     rows = []
     for position, (record, role) in enumerate(zip(table.to_dict("records"), _roles(csv, table, splits, cfg, problems))):
-        line = position + 2  # 1-based, after the header
+        line = table.attrs["lines"][position]
         name = record[IMAGE_COLUMN].strip()
+        unsafe = file_name_problem(name) or id_problem(Path(name).stem)
+        if unsafe:
+            problems.append(f"{csv}: line {line}: image name {name!r} {unsafe}; it must be a file name in images/")
+            continue
         image = root / "images" / name
         if not name or not image.is_file():
             if (root / "images").is_dir():  # else reported once above
@@ -141,6 +180,6 @@ def read_folder(root: Path, splits: dict[str, str], cfg: FolderConfig, base: Pat
         counts["masks"] += mask.is_file()
         rows.append({
             "image_id": Path(name).stem, "split": role, "image_path": stored_path(image, base),
-            "mask_path": stored_path(mask, base) if mask.is_file() else "", "labels": labels,
+            "mask_path": stored_path(mask, base) if mask.is_file() else "", "labels": labels, "origin": f"{csv}: line {line}",
         })
-    return Source(pd.DataFrame(rows, columns=list(COLUMNS)), classes, dict(counts))
+    return Source(pd.DataFrame(rows, columns=[*COLUMNS, "origin"]), classes, dict(counts))

@@ -3,7 +3,11 @@
 Order: read the source (format problems), validate every row (files, pixel formats, labels,
 masks), and only when no problem was found convert odd images, run the source's deferred work
 (COCO masks) and write the manifest. Everything goes to a staging directory that replaces the
-output only on success, so a failed run leaves the previous output untouched.
+output only on success, so a failed run leaves the previous output untouched. Nothing else is
+written before validation has passed, and then only under the staging directory (and COCO's
+mask cache). Ids and paths from the dataset are hostile: ids that would leave their folder and
+files resolving outside data.root (or sbd_root) are listed problems (see ``RootGuard``).
+A lock on the output's parent directory keeps two runs from writing it at once.
 """
 
 from __future__ import annotations
@@ -15,32 +19,35 @@ import pandas as pd
 
 from bao.config import DataConfig
 from bao.data.manifest import write_manifest
-from bao.data.source import Source
+from bao.data.source import RootGuard, Source
 from bao.data.validate import DatasetError, convert_images, validate_table
 from bao.data.voc import VOC_CLASSES, read_voc
-from bao.io import atomic_dir
+from bao.io import atomic_dir, exclusive_lock
 
 SYNTHETIC_DIR = "synthetic"
 log = logging.getLogger("bao")
 
 
-def read_source(cfg: DataConfig, root: Path, base: Path, staging: Path, problems: list[str]) -> Source:
+def read_source(cfg: DataConfig, root: Path, base: Path, staging: Path, problems: list[str], guard: RootGuard) -> Source:
     """Dispatch on ``data.dataset``; every reader returns the same kind of table."""
     splits = {"train": cfg.train_split, "val": cfg.val_split}
     if cfg.dataset == "synthetic":
         from bao.data.synthetic import SYNTHETIC_CLASSES
 
-        return read_voc(root, splits, tuple(SYNTHETIC_CLASSES[: cfg.synthetic.num_classes]), base, problems, staging)
+        return read_voc(root, splits, tuple(SYNTHETIC_CLASSES[: cfg.synthetic.num_classes]), base, problems, staging, guard=guard)
     if cfg.dataset == "voc":
-        sbd_root = Path(cfg.sbd_root) if cfg.sbd_root else None
-        return read_voc(root, splits, VOC_CLASSES, base, problems, staging, sbd_root)
+        return read_voc(root, splits, VOC_CLASSES, base, problems, staging, _sbd_root(cfg), guard=guard)
     if cfg.dataset == "coco":
         from bao.data.coco import read_coco
 
-        return read_coco(root, splits, base, problems, Path(cfg.cache_dir))
+        return read_coco(root, splits, base, problems, Path(cfg.cache_dir), guard=guard)
     from bao.data.folder import read_folder
 
-    return read_folder(root, splits, cfg.folder, base, problems)
+    return read_folder(root, splits, cfg.folder, base, problems, guard=guard)
+
+
+def _sbd_root(cfg: DataConfig) -> Path | None:
+    return Path(cfg.sbd_root) if cfg.sbd_root and cfg.dataset == "voc" else None
 
 
 def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
@@ -63,19 +70,23 @@ def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
 def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
     """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as staging:
+    # The lock is on the output's parent directory, which outlives the output's replacement
+    with exclusive_lock(out_dir.parent, str(out_dir)), atomic_dir(out_dir) as staging:
         root = _source_root(cfg, staging, seed)
+        guard = RootGuard.of([root, _sbd_root(cfg), staging], allow_outside=cfg.allow_outside_root)
         # Stored paths are relative to the final directory; the staging directory is its sibling,
         # so resolving them against it during validation reaches the same files.
         problems: list[str] = []
-        source = read_source(cfg, root, out_dir, staging, problems)
+        source = read_source(cfg, root, out_dir, staging, problems, guard)
         if problems and source.table.empty:
             raise DatasetError(problems)
-        conversions = validate_table(source.table, len(source.classes), staging, problems, cfg.workers)
+        conversions = validate_table(
+            source.table, len(source.classes), staging, problems, cfg.workers, guard=guard, max_pixels=cfg.max_image_pixels
+        )
         if problems:
             raise DatasetError(problems)
         table = source.table
-        converted = convert_images(table, conversions, staging, staging)
+        converted = convert_images(table, conversions, staging, staging, max_pixels=cfg.max_image_pixels)
         if converted:
             log.warning("converted %d image(s) to 8-bit RGB copies: %s", sum(converted.values()), dict(converted))
         finished = source.finish(staging, table) if source.finish is not None else {}

@@ -37,13 +37,22 @@ def _conformer(cfg: ModelConfig, num_classes: int, pretrained: bool) -> CamModel
 CAM_FAMILIES: dict[str, Callable[[ModelConfig, int, bool], CamModel]] = {"cnn": _cnn, "vit": _vit, "conformer": _conformer}
 
 
+def backbone_name_problem(name: str, *, conformer: bool) -> str | None:
+    """Why ``name`` is no backbone we can build (None if it is): a timm model, or with
+    ``conformer`` one of our Conformer variants."""
+    import timm
+
+    if timm.is_model(name) or (conformer and name in CONFORMER_VARIANTS):
+        return None
+    return f"{name!r} is neither a timm model nor one of {sorted(CONFORMER_VARIANTS)}" if conformer else f"{name!r} is not a timm model"
+
+
 def backbone_family(name: str) -> str:
     if name in CONFORMER_VARIANTS:
         return "conformer"
-    import timm
-
-    if not timm.is_model(name):
-        raise ValueError(f"model.backbone: {name!r} is neither a timm model nor one of {sorted(CONFORMER_VARIANTS)}")
+    problem = backbone_name_problem(name, conformer=True)
+    if problem:
+        raise ValueError(f"model.backbone: {problem}")
     return "vit" if is_timm_vit(name) else "cnn"
 
 
@@ -62,6 +71,6 @@ def create_bao_net(cfg: ModelConfig, num_classes: int, use_label_encoder: bool =
 
 
 __all__ = [
-    "CAM_FAMILIES", "BaoNet", "CamModel", "CamNet", "TransCamNet", "backbone_family",
+    "CAM_FAMILIES", "BaoNet", "CamModel", "CamNet", "TransCamNet", "backbone_family", "backbone_name_problem",
     "create_backbone", "create_bao_net", "create_cam_net", "create_deeplab",
 ]

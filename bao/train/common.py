@@ -116,8 +116,13 @@ class LiveHook(Hook):
 
 
 def save_model(path: str | Path, model: nn.Module, extra: dict) -> None:
-    """A plain dict (tensors and plain values only) so it loads with ``weights_only=True``."""
-    save_torch(path, {"model": model.state_dict(), **extra})
+    """A plain dict (tensors and plain values only) so it loads with ``weights_only=True``.
+    Refuses NaN/inf tensors: a diverged model must never be saved as a stage's result."""
+    state = model.state_dict()
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise FloatingPointError(f"{path}: not saved, {len(bad)} of {len(state)} tensors are not finite, e.g. {bad[:3]}")
+    save_torch(path, {"model": state, **extra})
 
 
 def load_model_state(path: str | Path, model: nn.Module, classes: Sequence[str] | None = None) -> dict:

@@ -174,6 +174,7 @@ def _train_step(step_fn: StepFn, batch: dict, run: TrainingRun, state: LoopState
     run.scaler.scale(total).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    _check_finite_weights(run, state)
     if run.scheduler is not None:
         run.scheduler.step()
     values = {name: float(value.detach()) for name, value in losses.items()} | {"loss": float(total.detach())}
@@ -207,6 +208,25 @@ def _check_finite(total: torch.Tensor, state: LoopState) -> None:
             f"{state.step_in_epoch + 1}/{state.iters_per_epoch}); last finite loss: {state.last_finite_loss} "
             f"(step {state.step}). Training stopped; the last good checkpoint is kept."
         )
+
+
+def _check_finite_weights(run: TrainingRun, state: LoopState) -> None:
+    """Stop when the step just taken made a weight NaN/inf (``lr: 1e39``, an exploding update from
+    a finite loss), before any hook could save it: the run exits with an error and the resume
+    checkpoint keeps the last good weights. One fused norm over all parameters and one sync per
+    step, as cheap as the loss check."""
+    params = [param for param in run.model.parameters() if param.requires_grad]
+    if not params or bool(torch.isfinite(torch.stack(torch._foreach_norm(params)).sum())):
+        return
+    names = [name for name, param in run.model.named_parameters() if param.requires_grad and not torch.isfinite(param).all()]
+    if not names:  # finite weights whose squares overflowed the fused norm
+        return
+    raise FloatingPointError(
+        f"weights became non-finite in the optimizer step of step {state.step + 1} (epoch {state.epoch + 1}, batch "
+        f"{state.step_in_epoch + 1}/{state.iters_per_epoch}): {len(names)} of {len(params)} parameter tensors, e.g. "
+        f"{names[:3]}, at lr {run.optimizer.param_groups[0]['lr']}; last finite loss: {state.last_finite_loss} "
+        f"(step {state.step}). Training stopped; the last good checkpoint is kept."
+    )
 
 
 def create_optimizer(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
