@@ -1,11 +1,16 @@
-"""Typed view of params.yaml: the one place that reads it.
+"""Typed views of params.yaml and runtime.yaml: the one place that reads configuration.
 
-Every section is a pydantic model that forbids unknown keys and checks types and ranges, so a
-typo such as ``bao.lamda`` fails at start with the key's dotted name instead of being ignored.
+params.yaml holds what changes results (DVC tracks it); runtime.yaml, optional and untracked,
+holds how the hardware is used (worker counts, batch size of inference, AMP, checkpoint
+frequency), so changing a worker count reruns nothing. Every section is a pydantic model that
+forbids unknown keys and checks types and ranges, so a typo such as ``bao.lamda`` fails at
+start with the key's dotted name instead of being ignored.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
+RUNTIME_FILE = "runtime.yaml"
+RUNTIME_ENV_PREFIX = "BAO_RUNTIME_"  # BAO_RUNTIME_LOADER_WORKERS=4 overrides runtime.loader_workers
+# What an optional raw input (data.sbd_root, model.checkpoint) is set to when not given: DVC deps
+# are templated from these keys and must name an existing path, so "none" is a committed file.
+NO_INPUT = "data/none"
 SYNTHETIC_NUM_SHAPES = 8  # len(bao.data.synthetic.SYNTHETIC_CLASSES); a test keeps them equal
 
 
@@ -36,6 +46,7 @@ class SyntheticConfig(Section):
     num_val: int = Field(ge=1)
     image_size: int = Field(ge=32)
     num_classes: int = Field(ge=1, le=SYNTHETIC_NUM_SHAPES)  # one class per shape the generator draws
+    seed: int = Field(default=0, ge=0)  # makes the demo images; separate from the training `seed`
 
 
 class FolderConfig(Section):
@@ -46,6 +57,11 @@ class FolderConfig(Section):
     split_seed: int = 0
 
 
+def _no_input_is_none(value: str | None) -> str | None:
+    """``data/none`` (the placeholder DVC can depend on) means the same as null: not given."""
+    return None if value in (None, NO_INPUT) else value
+
+
 class DataConfig(Section):
     dataset: Literal["synthetic", "voc", "coco", "folder"]
     root: str
@@ -54,12 +70,13 @@ class DataConfig(Section):
     synthetic: SyntheticConfig
     sbd_root: str | None = None
     cache_dir: str = "data/cache"
-    workers: int = Field(default=2, ge=1)
     folder: FolderConfig = FolderConfig()
     # Hostile input: images over this many pixels are listed as problems (decompression bombs)
     max_image_pixels: int = Field(default=89_478_485, ge=1)
     # Files reached through ``..`` or symlinks out of root (and sbd_root) are refused unless true
     allow_outside_root: bool = False
+
+    _sbd_root = field_validator("sbd_root")(_no_input_is_none)
 
     @model_validator(mode="after")
     def _check_splits(self) -> "DataConfig":
@@ -74,6 +91,8 @@ class ModelConfig(Section):
     checkpoint: str | None = None
     output_stride: Literal[8, 16, 32]
     refine: Literal["none", "attention"] = "none"
+
+    _checkpoint = field_validator("checkpoint")(_no_input_is_none)
 
     @field_validator("backbone")
     @classmethod
@@ -91,8 +110,6 @@ class LoaderConfig(Section):
     crop_size: int = Field(ge=16)
     resize_long: tuple[int, int]
     color_jitter: tuple[float, float, float, float]
-    num_workers: int = Field(ge=0)
-    checkpoint_every: int = Field(default=200, ge=0)  # optimizer steps between resume checkpoints; 0: epoch ends only
     lr_schedule: Literal["poly", "constant"] = "poly"  # per-iteration decay (power 0.9) or none
 
     @field_validator("resize_long")
@@ -121,6 +138,7 @@ class BaoConfig(LoaderConfig):
     teacher_mode: Literal["train", "eval"] = "train"
     head_init: Literal["official", "pytorch"] = "official"  # BAO head: the official network's init / PyTorch's defaults
     checkpoint: str | None = None  # trained BAO weights (official release or ours) to load instead of training
+    _checkpoint = field_validator("checkpoint")(_no_input_is_none)
     ema_start: float = Field(ge=0, le=1)
     ema_end: float = Field(ge=0, le=1)
     ema_period: int | None = Field(default=None, ge=1)
@@ -137,8 +155,6 @@ class PseudoLabelConfig(Section):
     scales: tuple[Annotated[int, Field(gt=0)], ...] = Field(min_length=1)
     flip: bool
     thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
-    num_workers: int = Field(ge=0)
-    batch_size: int = Field(default=4, ge=1)
 
 
 class CrfConfig(Section):
@@ -152,7 +168,6 @@ class CrfConfig(Section):
     bilateral_sxy: float = Field(gt=0)
     bilateral_srgb: float = Field(gt=0)
     bilateral_compat: float = Field(ge=0)
-    num_workers: int = Field(ge=0)
 
 
 class ReportConfig(Section):
@@ -170,18 +185,23 @@ class SegConfig(LoaderConfig):
         return _check_backbone_name(name, conformer=False)  # DeepLab reads timm feature maps only
 
 
-class EvaluateConfig(Section):
-    num_workers: int = Field(ge=0)
-
-
 class RuntimeConfig(Section):
-    """How the hardware is used; results change at most by floating-point rounding."""
+    """How the hardware is used (runtime.yaml); results change at most by floating-point rounding.
 
-    amp: bool = True
-    channels_last: bool = False
-    compile: bool = False
-    pin_memory: bool = True
-    prefetch_factor: int = Field(default=2, ge=1)
+    Not a DVC param: a different worker count or batch size of inference reruns nothing.
+    """
+
+    amp: bool = True  # CUDA mixed precision: bf16 where supported, else fp16 + GradScaler; CPU stays fp32
+    channels_last: bool = False  # NHWC memory layout for conv nets
+    compile: bool = False  # torch.compile the trained model
+    pin_memory: bool = True  # page-locked batches (CUDA only)
+    prefetch_factor: int = Field(default=2, ge=1)  # batches each DataLoader worker prepares ahead
+    loader_workers: int = Field(default=0, ge=0)  # DataLoader worker processes in every stage; 0 = in the stage's process
+    inference_batch_size: int = Field(default=4, ge=1)  # images per forward pass in threshold_baseline / pseudo_label
+    io_threads: int = Field(default=2, ge=1)  # threads decoding images in prepare and scoring masks in evaluate
+    crf_workers: int = Field(default=2, ge=0)  # CRF worker processes; 0 = in the stage's process
+    checkpoint_every: int = Field(default=200, ge=0)  # optimizer steps between resume checkpoints (and each epoch end); 0 = epoch ends only
+    dist_timeout_s: int = Field(default=600, ge=1)  # torchrun: longest wait of one process for the others (a stuck peer)
 
 
 class Params(Section):
@@ -195,34 +215,75 @@ class Params(Section):
     crf: CrfConfig
     report: ReportConfig
     train_seg: SegConfig
-    evaluate: EvaluateConfig
-    runtime: RuntimeConfig = RuntimeConfig()
 
 
 class ParamsError(ValueError):
     """params.yaml is missing, unparsable or has a bad value; the message names the key."""
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> Params:
-    path = Path(path)
+def _read_mapping(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as error:
         raise ParamsError(f"{path}: file not found") from error
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from error
+    if raw is None and path.name != PARAMS_FILE:
+        return {}  # an empty runtime.yaml: every default
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def _validate(model: type[BaseModel], raw: dict, source: str, prefix: str = ""):
     try:
-        return Params.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
-        problems = [f"  {_dotted(item['loc'])}: {item['msg']}{_got(item)}" for item in error.errors()]
-        raise ParamsError(f"{path}: invalid params\n" + "\n".join(problems)) from None
+        problems = [f"  {_dotted(item['loc'], prefix)}: {item['msg']}{_got(item)}{_moved(item)}" for item in error.errors()]
+        raise ParamsError(f"{source}: invalid {'runtime settings' if prefix else 'params'}\n" + "\n".join(problems)) from None
 
 
-def _dotted(loc: tuple) -> str:
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    return _validate(Params, _read_mapping(path), str(path))
+
+
+def load_runtime(
+    path: str | Path | None = RUNTIME_FILE, environ: Mapping[str, str] | None = None, *, must_exist: bool = False
+) -> RuntimeConfig:
+    """runtime.yaml (optional unless ``must_exist``: every key has a default), then
+    ``BAO_RUNTIME_<KEY>`` environment overrides (e.g. ``BAO_RUNTIME_LOADER_WORKERS=4``); errors
+    name ``runtime.<key>`` and the source."""
+    environ = os.environ if environ is None else environ
+    raw: dict = {}
+    sources = []
+    if path is not None and (must_exist or Path(path).is_file()):
+        raw = _read_mapping(Path(path))
+        sources.append(str(path))
+    for name, value in environ.items():
+        if name.startswith(RUNTIME_ENV_PREFIX):
+            key = name[len(RUNTIME_ENV_PREFIX):].lower()
+            try:
+                raw[key] = yaml.safe_load(value)
+            except yaml.YAMLError as error:
+                raise ParamsError(f"{name}: not a valid value: {error}") from None
+            sources.append(name)
+    return _validate(RuntimeConfig, raw, " + ".join(sources) or "runtime defaults", prefix="runtime")
+
+
+def _dotted(loc: tuple, prefix: str = "") -> str:
     """pydantic's error location as the key a user writes: ``bao.lambda``, ``pseudo_label.scales.1``."""
-    return ".".join(str(part) for part in loc)
+    return ".".join(str(part) for part in (prefix, *loc) if part != "")
+
+
+MOVED_TO_RUNTIME = {"runtime", "num_workers", "workers", "checkpoint_every", "batch_size"}
+
+
+def _moved(item: dict) -> str:
+    """Hardware knobs that used to be params: say where they live now."""
+    if item["type"] == "extra_forbidden" and item["loc"][-1] in MOVED_TO_RUNTIME:
+        return " (hardware settings live in runtime.yaml now, see runtime.example.yaml)"
+    return ""
 
 
 def _got(item: dict) -> str:

@@ -8,7 +8,10 @@ writes files. Run as ``python -m stages.<name>`` the same code sees a world of o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import sys
+import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
+
+DEFAULT_TIMEOUT_S = 600
 
 
 def launched_by_torchrun() -> bool:
@@ -34,6 +40,11 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def launch_rank() -> int:
+    """This process's rank as torchrun set it, before (or without) joining the process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
@@ -43,15 +54,41 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed(device_type: str) -> bool:
-    """Join the ``torchrun`` process group (NCCL on CUDA, gloo on CPU); False when not launched by it."""
+def init_distributed(device_type: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
+    """Join the ``torchrun`` process group (NCCL on CUDA, gloo on CPU); False when not launched by it.
+
+    ``timeout_s`` bounds every collective (a barrier waiting for a process that is stuck); a
+    process that fails aborts at once instead (``abort_group_on_uncaught_exception``).
+    """
     if not launched_by_torchrun() or is_distributed():
         return is_distributed()
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    abort_group_on_uncaught_exception()
     return True
+
+
+def abort_group_on_uncaught_exception() -> None:
+    """An exception that escapes one process ends that process at once (traceback printed, exit
+    code 1, no atexit handlers: leaving the group cleanly would wait for the others), so its
+    peers' next collective fails (gloo) or torchrun stops them (NCCL), instead of them waiting
+    at a barrier until the timeout."""
+    previous = sys.excepthook
+
+    def abort(kind, error, trace) -> None:
+        try:
+            logging.getLogger("bao").error("rank %d failed, aborting the process group: %s", get_rank(), error)
+            previous(kind, error, trace)
+        except BaseException:  # noqa: BLE001 - whatever happens while reporting, still abort
+            traceback.print_exception(kind, error, trace)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+    sys.excepthook = abort
 
 
 def shutdown_distributed() -> None:
@@ -99,6 +136,15 @@ def broadcast_object(obj):
     return holder[0]
 
 
+def gather_objects(obj) -> list:
+    """Every process's picklable ``obj``, in rank order (e.g. each rank's RNG state)."""
+    if not is_distributed():
+        return [obj]
+    gathered: list = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def gather_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Every process's CPU tensor (shapes may differ), in rank order."""
     if not is_distributed():
@@ -119,6 +165,26 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+@contextlib.contextmanager
+def shared_atomic_outputs(*targets):
+    """``bao.io.atomic_outputs`` under torchrun: rank 0 stages, every process learns the staging
+    paths (to write its shard of a directory output) and rank 0 commits once all are done."""
+    from bao.io import atomic_outputs
+
+    if not is_distributed():
+        with atomic_outputs(*targets) as staged:
+            yield staged
+        return
+    if is_main_process():
+        with atomic_outputs(*targets) as staged:
+            broadcast_object([str(path) for path in staged])
+            yield staged
+            barrier()
+    else:
+        yield [Path(path) for path in broadcast_object(None)]
+        barrier()
 
 
 @contextlib.contextmanager

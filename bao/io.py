@@ -19,9 +19,14 @@ import torch
 
 
 def _remove_stale_temps(path: Path) -> None:
-    """Temp siblings a killed run (SIGKILL: no cleanup) left behind; stages never write one path twice at once."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
-        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+    """Temp siblings a killed run (SIGKILL: no cleanup) left behind, and the ``.<name>.old`` of an
+    ``atomic_dir`` killed between its two renames; stages never write one path twice at once."""
+    stale_paths = [*path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"), path.with_name(f".{path.name}.old")]
+    for stale in stale_paths:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _create_sibling(path: Path, suffix: str, create) -> Path:
@@ -73,6 +78,72 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+JOURNAL = "JOURNAL.json"
+
+
+def _staging_dir(first_output: Path) -> Path:
+    return first_output.with_name(f".{first_output.name}.commit")
+
+
+def _roll_forward(staging: Path) -> None:
+    """Finish a committed journal: every staged output replaces its target (idempotent, so a
+    run killed half-way through is completed by the next), then the staging directory goes."""
+    moves = json.loads((staging / JOURNAL).read_text())
+    for index, (staged_name, target) in enumerate(moves):
+        staged, target = staging / staged_name, Path(target)
+        if not staged.exists() and not staged.is_symlink():
+            continue  # moved by the run that was killed
+        if target.exists() or target.is_symlink():
+            old = staging / f"old.{index}"
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+            os.replace(target, old)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    shutil.rmtree(staging)
+
+
+def recover_outputs(first_output: str | Path) -> None:
+    """Settle what a killed ``atomic_outputs`` left: a committed journal is completed, an
+    uncommitted staging directory is deleted (the previous outputs were never touched)."""
+    staging = _staging_dir(Path(first_output))
+    if (staging / JOURNAL).is_file():
+        _roll_forward(staging)
+    elif staging.exists():
+        shutil.rmtree(staging)
+
+
+@contextlib.contextmanager
+def atomic_outputs(*targets: str | Path) -> Iterator[list[Path]]:
+    """A stage's outputs (files or directories) committed as one unit.
+
+    Yields one staging path per target (not yet created: write a file there or make a
+    directory). On success a journal naming every move is written atomically (the commit
+    point), then each staged output replaces its target. A run killed before the journal
+    leaves every previous output as it was; one killed after it is completed by the next call
+    (``recover_outputs``). The staging directory sits next to the first target, so the renames
+    stay on one filesystem.
+    """
+    targets = [Path(target) for target in targets]
+    if not targets:
+        raise ValueError("atomic_outputs needs at least one output path")
+    recover_outputs(targets[0])
+    staging = _staging_dir(targets[0])
+    staging.mkdir(parents=True)
+    names = [f"{index}.{target.name}" for index, target in enumerate(targets)]
+    try:
+        yield [staging / name for name in names]
+        missing = [str(target) for name, target in zip(names, targets) if not (staging / name).exists()]
+        if missing:
+            raise RuntimeError(f"outputs not written, nothing committed: {', '.join(missing)}")
+        journal = staging / f"{JOURNAL}.tmp"
+        journal.write_text(json.dumps([[name, str(target)] for name, target in zip(names, targets)]))
+        os.replace(journal, staging / JOURNAL)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _roll_forward(staging)
 
 
 class LockHeldError(RuntimeError):

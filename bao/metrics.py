@@ -117,3 +117,12 @@ def mean_average_precision(logits: torch.Tensor, labels: torch.Tensor) -> float:
     scores, targets = logits.float().cpu().numpy(), labels.cpu().numpy()
     values = [average_precision(scores[:, k], targets[:, k]) for k in range(scores.shape[1])]
     return float(np.nanmean(values))
+
+
+def headline_first(metrics: dict, headline: tuple[str, ...]) -> dict:
+    """``metrics`` reordered for ``dvc exp show``, whose columns follow the file's key order: the
+    ``headline`` keys, then the other single numbers, then nested tables (per-class IoUs)."""
+    first = [key for key in headline if key in metrics]
+    scalars = [key for key, value in metrics.items() if key not in first and not isinstance(value, dict)]
+    tables = [key for key, value in metrics.items() if isinstance(value, dict)]
+    return {key: metrics[key] for key in [*first, *scalars, *tables]}

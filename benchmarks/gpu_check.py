@@ -21,19 +21,19 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from pipeline_utils import make_repo_copy  # noqa: E402
+from pipeline_utils import make_repo_copy, stage_argv  # noqa: E402
 
 from benchmarks.system import machine_description  # noqa: E402
 
 GPU_OVERRIDES = {
     "device": "cuda",
     "data": {"synthetic": {"num_train": 96, "num_val": 32, "image_size": 128, "num_classes": 4}},
-    "train_cam": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144], "num_workers": 4},
-    "bao": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144], "num_workers": 4},
-    "pseudo_label": {"scales": [96, 128, 192], "thresholds": [0.1, 0.3, 0.5, 0.7, 0.9], "num_workers": 4, "batch_size": 8},
-    "train_seg": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144], "num_workers": 4},
-    "evaluate": {"num_workers": 4},
+    "train_cam": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144]},
+    "bao": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144]},
+    "pseudo_label": {"scales": [96, 128, 192], "thresholds": [0.1, 0.3, 0.5, 0.7, 0.9]},
+    "train_seg": {"epochs": 2, "batch_size": 16, "crop_size": 128, "resize_long": [112, 144]},
 }
+GPU_RUNTIME = "loader_workers: 4\ninference_batch_size: 8\nio_threads: 4\n"  # runtime.yaml of the GPU run
 CPU_OVERRIDES = {
     "device": "cpu",
     "data": {"synthetic": {"num_train": 16, "num_val": 8, "image_size": 64, "num_classes": 3}},
@@ -89,12 +89,14 @@ def main() -> None:
     device = "cuda" if cuda else "cpu"
     with tempfile.TemporaryDirectory(prefix="gpu_check_repo_") as temp:
         repo = make_repo_copy(Path(temp), GPU_OVERRIDES if cuda else CPU_OVERRIDES)
+        if cuda:
+            (repo / "runtime.yaml").write_text(GPU_RUNTIME)
         log = run_part("pipeline", ["dvc", "repro"], repo, 240 if cuda else 600, out_dir, figures)
         figures["pipeline"]["stages"] = epoch_figures(log)
         for name in ("metrics/pseudo_label.json", "metrics/evaluate.json"):
             if (repo / name).is_file():
                 figures["pipeline"][name] = json.loads((repo / name).read_text())
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "stages.train_seg"]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "stages.train_seg", *stage_argv(repo, "train_seg")]
         torchrun_log = run_part("torchrun", torchrun, repo, 60 if cuda else 300, out_dir, figures)
         figures["torchrun"]["stages"] = epoch_figures(torchrun_log)
     size, batch, steps = (256, 32, 10) if cuda else (64, 4, 2)

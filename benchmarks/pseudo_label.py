@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bao.config import ModelConfig, PseudoLabelConfig, RuntimeConfig
+from bao.config import CrfConfig, ModelConfig, PseudoLabelConfig, RuntimeConfig
 from bao.data.manifest import Manifest
 from bao.data.palette import save_mask
 from bao.infer.pipeline import bao_pseudo_labels
@@ -59,10 +59,12 @@ def write_dataset(root: Path, count: int, seed: int = 0) -> Manifest:
 
 
 def pseudo_label_seconds(manifest: Manifest, model, device, batch_size: int, scales, workers: int, out_dir: Path) -> float:
-    cfg = PseudoLabelConfig(scales=scales, flip=True, thresholds=(0.5,), num_workers=workers, batch_size=batch_size)
+    cfg = PseudoLabelConfig(scales=scales, flip=True, thresholds=(0.5,))
+    runtime = RuntimeConfig(loader_workers=workers, inference_batch_size=batch_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    bao_pseudo_labels(model, manifest, cfg, device, out_dir, RuntimeConfig())
+    crf_off = CrfConfig(enabled=False, iterations=1, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
+    bao_pseudo_labels(model, manifest, cfg, crf_off, device, out_dir, runtime=runtime)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -3,57 +3,61 @@
 from pathlib import Path
 
 from bao.data.manifest import read_manifest
-from bao.distributed import is_main_process, shared_atomic_dir
+from bao.distributed import is_main_process, shared_atomic_outputs
 from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_rows
 from bao.infer.report import comparison_metrics, crf_metrics, per_class_rows, sweep_plot_rows
 from bao.io import read_json, write_csv, write_json
+from bao.metrics import headline_first
 from bao.models import create_bao_net, create_cam_net
 from bao.plots import save_gallery
-from bao.stage import log, start_stage
+from bao.stage import log, stage_parser, start_stage
 from bao.train.common import load_model_state
 
-MANIFEST_DIR = "data/prepared"
-CAM_CHECKPOINT = "models/cam.pt"
-BAO_CHECKPOINT = "models/bao.pt"
-SWEEP = "results/threshold_sweep.json"
-PSEUDO_LABELS = "results/pseudo_labels"
-METRICS = "metrics/pseudo_label.json"
-PLOT = "plots/threshold_sweep.csv"
-PER_CLASS_BAO = "plots/per_class_iou/bao.csv"
-PER_CLASS_BASELINE = "plots/per_class_iou/baseline_best_t.csv"
-GALLERY = "results/gallery.png"
 GALLERY_T_WITHOUT_MASKS = 0.5
+HEADLINE = ("pseudo_miou_bao", "baseline_best_miou", "pseudo_miou_bao_crf", "baseline_best_t")
 
 
-def main() -> None:
-    params, device = start_stage("pseudo_label")
-    manifest = read_manifest(MANIFEST_DIR)
+def parse_args(argv: list[str] | None):
+    parser = stage_parser(__doc__)
+    for flag, text in [("--prepared", "prepared dataset directory"), ("--cam-model", "the trained CAM network"),
+                       ("--bao-model", "the trained BAO network"), ("--sweep", "threshold_baseline's sweep (JSON)"),
+                       ("--out", "directory of pseudo-label PNGs"), ("--per-class", "directory of per-class IoU CSVs"),
+                       ("--sweep-plot", "sweep vs BAO (CSV)"), ("--gallery", "gallery figure (PNG)"), ("--metrics", "metrics (JSON)")]:
+        parser.add_argument(flag, required=True, help=text)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params, runtime, device = start_stage("pseudo_label", args.params, args.runtime)
+    manifest = read_manifest(args.prepared)
     bao_net = create_bao_net(params.model, manifest.num_classes, use_label_encoder=params.bao.label_encoder)
-    load_model_state(BAO_CHECKPOINT, bao_net, manifest.classes)
+    load_model_state(args.bao_model, bao_net, manifest.classes)
     cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
-    load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
-    sweep = read_json(SWEEP)
+    load_model_state(args.cam_model, cam_net, manifest.classes)
+    sweep = read_json(args.sweep)
     names = class_names_with_background(manifest)
-    # metrics and figures are made before the PNGs move into place: a failure leaves every previous output as it was;
-    # under torchrun every process writes its shard's PNGs and rank 0 alone makes the metrics and figures
-    with shared_atomic_dir(PSEUDO_LABELS) as staging:
+    # every output is staged and committed as one unit (bao.io.atomic_outputs): a failure or a kill leaves the
+    # previous outputs as they were; under torchrun every process writes its shard's PNGs, rank 0 the rest
+    outputs = (args.out, args.per_class, args.sweep_plot, args.gallery, args.metrics)
+    with shared_atomic_outputs(*outputs) as (labels_dir, per_class_dir, sweep_plot, gallery_png, metrics_json):
+        labels_dir.mkdir(exist_ok=True)
         results, gallery = bao_pseudo_labels(
-            bao_net.to(device), manifest, params.pseudo_label, params.crf, device, Path(staging), params.report.gallery_size, params.runtime
+            bao_net.to(device), manifest, params.pseudo_label, params.crf, device, labels_dir, params.report.gallery_size, runtime
         )
         if is_main_process():
             metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
             rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, gallery, gallery_t)
-            save_gallery(GALLERY, rows, gallery_t, oracle)
-    if not is_main_process():
-        return
-    write_csv(PLOT, sweep_plot_rows(sweep, results["bao"]))
-    write_csv(PER_CLASS_BAO, per_class_rows(results["bao"], names))
-    write_csv(PER_CLASS_BASELINE, per_class_rows(sweep["best"], names))
-    write_json(METRICS, metrics)
-    log.info("BAO mIoU=%s (CRF: %s); baseline best t=%s mIoU=%s", metrics.get("pseudo_miou_bao"),
-             metrics.get("pseudo_miou_bao_crf"), metrics["baseline_best_t"], metrics["baseline_best_miou"])
+            save_gallery(gallery_png, rows, gallery_t, oracle)
+            write_csv(sweep_plot, sweep_plot_rows(sweep, results["bao"]))
+            write_csv(Path(per_class_dir) / "bao.csv", per_class_rows(results["bao"], names))
+            write_csv(Path(per_class_dir) / "baseline_best_t.csv", per_class_rows(sweep["best"], names))
+            write_json(metrics_json, headline_first(metrics, HEADLINE))
+    if is_main_process():
+        log.info("BAO mIoU=%s (CRF: %s); baseline best t=%s mIoU=%s", metrics.get("pseudo_miou_bao"),
+                 metrics.get("pseudo_miou_bao_crf"), metrics["baseline_best_t"], metrics["baseline_best_miou"])
 
 
 if __name__ == "__main__":

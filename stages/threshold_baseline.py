@@ -5,23 +5,24 @@ from bao.distributed import is_main_process
 from bao.infer.pipeline import threshold_sweep
 from bao.io import write_json
 from bao.models import create_cam_net
-from bao.stage import log, start_stage
+from bao.stage import log, stage_parser, start_stage
 from bao.train.common import load_model_state
 
-MANIFEST_DIR = "data/prepared"
-CAM_CHECKPOINT = "models/cam.pt"
-SWEEP = "results/threshold_sweep.json"
 
-
-def main() -> None:
-    params, device = start_stage("threshold_baseline")
-    manifest = read_manifest(MANIFEST_DIR)
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--prepared", required=True, help="prepared dataset directory")
+    parser.add_argument("--cam-model", required=True, help="the trained CAM network")
+    parser.add_argument("--sweep", required=True, help="the sweep's mIoU per threshold (JSON)")
+    args = parser.parse_args(argv)
+    params, runtime, device = start_stage("threshold_baseline", args.params, args.runtime)
+    manifest = read_manifest(args.prepared)
     cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
-    load_model_state(CAM_CHECKPOINT, cam_net, manifest.classes)
-    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, params.runtime)
+    load_model_state(args.cam_model, cam_net, manifest.classes)
+    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime)
     if not is_main_process():
         return
-    write_json(SWEEP, sweep)
+    write_json(args.sweep, sweep)
     if sweep["best"] is None:
         log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")
     else:

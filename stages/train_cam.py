@@ -1,14 +1,13 @@
 """Stage 2: train the CAM classifier on image-level labels."""
 
-from bao.stage import run_training_stage
+from bao.stage import run_training_stage, training_stage_parser
 from bao.train.cam import train_cam_net
 
-CHECKPOINT = "models/cam.pt"
 
-
-def main() -> None:
-    run_training_stage("train_cam", CHECKPOINT, lambda params, manifest, device, live, checkpoints: train_cam_net(
-        manifest, params.model, params.train_cam, device, params.seed, live, checkpoints, params.runtime))
+def main(argv: list[str] | None = None) -> None:
+    args = training_stage_parser(__doc__).parse_args(argv)
+    run_training_stage("train_cam", args, lambda params, runtime, manifest, device, live, checkpoints: train_cam_net(
+        manifest, params.model, params.train_cam, device, params.seed, live, checkpoints, runtime))
 
 
 if __name__ == "__main__":

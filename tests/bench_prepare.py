@@ -104,9 +104,9 @@ def make_folder(root: Path, count: int) -> None:
     (root / "classes.txt").write_text("cat\ndog\nbird\n")
 
 
-def timed(name: str, cfg, out: Path) -> dict:
+def timed(name: str, cfg, out: Path, workers: int) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = prepare_dataset(cfg, 0, out)
+    summary = prepare_dataset(cfg, out, workers=workers)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     count = sum(summary["num_images"].values())
     shutil.rmtree(out)
@@ -124,16 +124,16 @@ def main() -> None:
     try:
         ids = [f"2008_{i:06d}" for i in range(n)]
         make_voc(work / "voc", ids, with_masks=True)
-        timed("voc", data_config("voc", work / "voc", workers=args.workers), work / "out")
+        timed("voc", data_config("voc", work / "voc"), work / "out", args.workers)
         make_voc(work / "voc_aug", ids, with_masks=False)
         make_sbd(work / "sbd", ids)
-        timed("voc train_aug (SBD .mat masks)", data_config("voc", work / "voc_aug", "train_aug", sbd_root=str(work / "sbd"), workers=args.workers), work / "out")
+        timed("voc train_aug (SBD .mat masks)", data_config("voc", work / "voc_aug", "train_aug", sbd_root=str(work / "sbd")), work / "out", args.workers)
         make_coco(work / "coco", n)
-        coco = data_config("coco", work / "coco", "train2014", "val2014", cache_dir=str(work / "cache"), workers=args.workers)
-        timed("coco (cold cache)", coco, work / "out")
-        timed("coco (warm cache)", coco, work / "out")
+        coco = data_config("coco", work / "coco", "train2014", "val2014", cache_dir=str(work / "cache"))
+        timed("coco (cold cache)", coco, work / "out", args.workers)
+        timed("coco (warm cache)", coco, work / "out", args.workers)
         make_folder(work / "folder", n)
-        timed("folder", data_config("folder", work / "folder", workers=args.workers), work / "out")
+        timed("folder", data_config("folder", work / "folder"), work / "out", args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

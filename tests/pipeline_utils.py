@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("bao", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml")
+COPIED = ("bao", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml",
+          "data/raw/README.md", "data/none", "runtime.example.yaml")
 
 TINY_OVERRIDES = {
     "data": {"synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "num_classes": 3}},
@@ -17,7 +19,7 @@ TINY_OVERRIDES = {
     "bao": {"epochs": 2, "batch_size": 8, "crop_size": 64, "resize_long": [56, 72]},
     "pseudo_label": {"scales": [48, 64], "thresholds": [0.1, 0.3, 0.5, 0.7, 0.9]},
     "train_seg": {"epochs": 1, "batch_size": 8, "crop_size": 64, "resize_long": [56, 72]},
-    "crf": {"enabled": True, "num_workers": 2},  # exercise the CRF worker pool in the real DAG
+    "crf": {"enabled": True},  # with runtime crf_workers 2 (the default): the CRF worker pool in the real DAG
     "report": {"gallery_size": 3},
 }
 
@@ -59,3 +61,23 @@ def make_repo_copy(destination: Path, overrides: dict | None = None) -> Path:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], destination)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], destination)
     return destination
+
+
+def stage_argv(repo: Path, name: str) -> list[str]:
+    """The arguments dvc.yaml's ``cmd`` gives stage ``name`` (rendered by DVC), for calling
+    ``stages.<name>.main(argv)`` in-process exactly as ``dvc repro`` would run it."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        (stage,) = dvc_repo.stage.collect(name)
+    argv = shlex.split(stage.cmd)
+    assert argv[:3] == ["python", "-m", f"stages.{name}"], stage.cmd
+    return argv[3:]
+
+
+def declared_outputs(repo: Path) -> dict[str, list[str]]:
+    """Every stage's outputs (outs, metrics, plots) as DVC renders dvc.yaml's templates."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return {stage.name: [out.def_path for out in stage.outs] for stage in dvc_repo.index.stages}

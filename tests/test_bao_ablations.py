@@ -26,7 +26,7 @@ from bao.train.cam import train_cam_net
 from bao.train.common import save_model
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-TINY_LOADER = dict(epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72), num_workers=0)
+TINY_LOADER = dict(epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72))
 
 
 def bao_cfg(**changes):
@@ -101,7 +101,7 @@ def manifest(tmp_path_factory):
     previous = os.getcwd()
     os.chdir(root)  # the stage's relative out_dir: an absolute one stores paths into the staging dir
     try:
-        prepare_dataset(data, seed=0, out_dir="prepared")
+        prepare_dataset(data, "prepared")
     finally:
         os.chdir(previous)
     return read_manifest(root / "prepared")
@@ -134,7 +134,7 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     teacher_moved = any(not torch.equal(t, c) for t, c in zip(teachers[0][0].parameters(), cam_net.parameters()))
     assert teacher_moved == (cfg.teacher == "ema")
 
-    crf = PARAMS.crf.model_copy(update={"enabled": True, "num_workers": 0})
+    crf = PARAMS.crf.model_copy(update={"enabled": True})
     pseudo_cfg = PARAMS.pseudo_label.model_copy(update={"scales": (64,)})
     results, gallery = bao_pseudo_labels(student, manifest, pseudo_cfg, crf, device, tmp_path, gallery_size=2)
     assert len(list(tmp_path.glob("syn_*.png"))) == 8

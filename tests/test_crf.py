@@ -10,7 +10,7 @@ from bao.config import CrfConfig
 from bao.infer.crf import crf_refine, refine_in_workers
 
 PAPER = dict(enabled=True, iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3,
-             bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, num_workers=0)
+             bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
 
 
 def scene(shift: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +59,7 @@ def test_worker_processes_give_the_in_process_result_in_order(tmp_path):
         cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))  # PNG: lossless
         jobs.append((shift, path, label, [3]))
     serial = list(refine_in_workers(jobs, CrfConfig(**PAPER)))
-    parallel = list(refine_in_workers(jobs, CrfConfig(**{**PAPER, "num_workers": 2})))
+    parallel = list(refine_in_workers(jobs, CrfConfig(**PAPER), workers=2))
     assert [key for key, _ in parallel] == [0, 1, 2, 3]
     for (_, a), (_, b) in zip(serial, parallel):
         assert np.array_equal(a, b)

@@ -23,7 +23,7 @@ def coco(tmp_path_factory) -> Path:
 
 
 def _prepare(coco: Path, out: Path, cache: Path) -> dict:
-    return prepare_dataset(data_config("coco", coco, "train2014", "val2014", cache_dir=str(cache)), 0, out)
+    return prepare_dataset(data_config("coco", coco, "train2014", "val2014", cache_dir=str(cache)), out)
 
 
 def test_classes_labels_masks_and_skipped_images(coco, tmp_path):

@@ -20,7 +20,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def test_list_form_with_split_column_classes_and_masks(folder, tmp_path):
-    summary = prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("folder", folder), tmp_path / "out")
     manifest = read_manifest(tmp_path / "out")
     assert manifest.classes == FOLDER_CLASSES  # classes.txt order, not sorted
     assert list(manifest.split("val")["image_id"]) == ["img_003", "img_007"]
@@ -40,14 +40,14 @@ def test_column_form_without_classes_file_or_masks_and_random_split(tmp_path):
         rows.append(f"p{index}.jpg,{index % 2},{1 - index % 2 if index != 4 else 1}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     cfg = data_config("folder", root, folder={"split_column": None, "val_fraction": 0.3, "split_seed": 5})
-    summary = prepare_dataset(cfg, 0, tmp_path / "out")
+    summary = prepare_dataset(cfg, tmp_path / "out")
     manifest = read_manifest(tmp_path / "out")
     assert manifest.classes == ("dog", "cat")  # header order
     assert summary["num_images"] == {"train": 7, "val": 3}
     assert summary["num_masks"] == {"train": 0, "val": 0}
     labels = dict(zip(manifest.table["image_id"], manifest.table["labels"]))
     assert labels["p4"] == [0, 1] and labels["p3"] == [1, 0]
-    again = prepare_dataset(cfg, 123, tmp_path / "again")  # the global seed does not move the split
+    again = prepare_dataset(cfg, tmp_path / "again")  # a second run makes the same split
     assert again["num_images"] == summary["num_images"]
     assert read_manifest(tmp_path / "again").table.equals(manifest.table)
 
@@ -59,7 +59,7 @@ def test_list_form_without_classes_file_sorts_the_names(folder, tmp_path):
     shutil.copytree(folder, copy)
     (copy / "classes.txt").unlink()
     shutil.rmtree(copy / "masks")  # masks need the class order of classes.txt; without it: sorted names
-    prepare_dataset(data_config("folder", copy), 0, tmp_path / "out")
+    prepare_dataset(data_config("folder", copy), tmp_path / "out")
     assert read_manifest(tmp_path / "out").classes == ("bird", "cat", "dog")
 
 
@@ -77,6 +77,6 @@ def test_rows_of_other_splits_are_skipped_and_counted(folder, tmp_path):
     shutil.copytree(folder, copy)
     text = (copy / "labels.csv").read_text().replace("img_000.jpg,cat;bird,train", "img_000.jpg,cat;bird,test")
     (copy / "labels.csv").write_text(text)
-    summary = prepare_dataset(data_config("folder", copy), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("folder", copy), tmp_path / "out")
     assert summary["source"]["rows_in_other_splits"] == 1 and summary["num_images"]["train"] == 5
     assert np.array_equal(read_mask(copy / "masks" / "img_001.png"), block_mask(2))

@@ -47,7 +47,7 @@ def _fails(cfg, tmp_path: Path) -> str:
     directory, any victim file planted beside them) may be created, changed or removed."""
     before = _tree(tmp_path)
     with pytest.raises(DatasetError) as info:
-        prepare_dataset(cfg, 0, tmp_path / "out")
+        prepare_dataset(cfg, tmp_path / "out")
     assert _tree(tmp_path) == before, "prepare wrote or changed files although validation failed"
     return str(info.value)
 
@@ -97,7 +97,7 @@ def test_grey_cmyk_opaque_rgba_and_16_bit_images_are_converted_with_a_count(fold
         handle.write("img_004.png,cat,train\nimg_005.png,dog,train\n")
     for name in ("img_004", "img_005"):
         save_mask(folder / "masks" / f"{name}.png", np.zeros((HEIGHT, WIDTH), np.uint8))
-    summary = prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("folder", folder), tmp_path / "out")
     assert summary["converted_images"] == {"grey": 1, "cmyk": 1, "alpha": 1, "16-bit": 2}
     manifest = read_manifest(tmp_path / "out")
     paths = dict(zip(manifest.table["image_id"], manifest.table["image_path"]))
@@ -301,11 +301,11 @@ def test_every_problem_is_reported_not_only_the_first(folder, tmp_path):
 
 def test_a_failed_run_leaves_the_previous_output_intact(folder, tmp_path):
     out = tmp_path / "out"
-    prepare_dataset(data_config("folder", folder), 0, out)
+    prepare_dataset(data_config("folder", folder), out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (folder / "images" / "img_001.jpg").unlink()
     with pytest.raises(DatasetError):
-        prepare_dataset(data_config("folder", folder), 0, out)
+        prepare_dataset(data_config("folder", folder), out)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "out"]
 
@@ -325,7 +325,7 @@ def test_exif_rotated_and_palette_images_get_copies_in_stored_pixel_order(folder
     Image.fromarray(rgb).save(folder / "images" / "img_000.jpg", exif=exif.tobytes(), quality=95)
     Image.fromarray(rgb).convert("P").save(folder / "images" / "img_001.png")
     _set_labels(folder, "img_001.jpg", "img_001.png")
-    summary = prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("folder", folder), tmp_path / "out")
     assert summary["converted_images"] == {"exif-rotation": 1, "palette": 1}
     manifest = read_manifest(tmp_path / "out")
     rotated = load_image(manifest.resolve(manifest.table.loc[0, "image_path"]))
@@ -411,7 +411,7 @@ def test_symlink_out_of_the_dataset_is_refused_unless_allowed(folder, tmp_path):
     message = _fails(data_config("folder", folder), tmp_path)
     assert f"{link}: resolves to {outside}, outside the dataset" in message and "data.allow_outside_root: true" in message
     assert f"{mask_link}: resolves to {tmp_path / 'elsewhere' / 'mask.png'}, outside the dataset" in message
-    prepare_dataset(data_config("folder", folder, allow_outside_root=True), 0, tmp_path / "out")
+    prepare_dataset(data_config("folder", folder, allow_outside_root=True), tmp_path / "out")
     assert (tmp_path / "out" / "manifest.parquet").is_file()
 
 
@@ -590,18 +590,18 @@ def test_second_prepare_at_once_is_refused_and_leaves_the_first_runs_staging(fol
     try:
         assert first.stdout.readline().strip() == "held"
         with pytest.raises(LockHeldError, match=re.escape(f"{tmp_path / 'out'}: another process is writing it")):
-            prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+            prepare_dataset(data_config("folder", folder), tmp_path / "out")
         assert (staging / "manifest.parquet").read_bytes() == b"half written"
     finally:
         first.communicate("")  # the first run ends; the kernel releases its lock
-    prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+    prepare_dataset(data_config("folder", folder), tmp_path / "out")
     assert (tmp_path / "out" / "manifest.parquet").is_file()
 
 
 def test_prepare_outputs_have_umask_permissions(folder, tmp_path):
     old = os.umask(0o022)
     try:
-        prepare_dataset(data_config("folder", folder), 0, tmp_path / "out")
+        prepare_dataset(data_config("folder", folder), tmp_path / "out")
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

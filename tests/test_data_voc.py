@@ -27,7 +27,7 @@ def _labels(manifest, image_id: str) -> set[str]:
 
 def test_voc_train_val_labels_masks_and_object_counts(voc_sbd, tmp_path):
     voc, _ = voc_sbd
-    summary = prepare_dataset(data_config("voc", voc), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("voc", voc), tmp_path / "out")
     manifest = read_manifest(tmp_path / "out")
     assert manifest.classes == VOC_CLASSES and summary["num_classes"] == 20
     assert list(manifest.split("train")["image_id"]) == ["2007_000032", "2007_000039"]
@@ -44,7 +44,7 @@ def test_voc_train_val_labels_masks_and_object_counts(voc_sbd, tmp_path):
 
 def test_train_aug_is_sbd_plus_voc_train_minus_val_with_sbd_masks(voc_sbd, tmp_path):
     voc, sbd = voc_sbd
-    summary = prepare_dataset(data_config("voc", voc, "train_aug", sbd_root=str(sbd)), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("voc", voc, "train_aug", sbd_root=str(sbd)), tmp_path / "out")
     manifest = read_manifest(tmp_path / "out")
     train = manifest.split("train").set_index("image_id")
     # SBD train + SBD val + VOC train, without 2008_000002, which is a VOC val image
@@ -74,6 +74,6 @@ def test_train_aug_labels_from_sbd_mask_when_voc_has_no_xml(voc_sbd, tmp_path):
     copy = tmp_path / "VOC2012"
     shutil.copytree(voc, copy)
     (copy / "Annotations" / "2008_000007.xml").unlink()
-    summary = prepare_dataset(data_config("voc", copy, "train_aug", sbd_root=str(sbd)), 0, tmp_path / "out")
+    summary = prepare_dataset(data_config("voc", copy, "train_aug", sbd_root=str(sbd)), tmp_path / "out")
     assert summary["source"]["labels_from_sbd_mask"] == 1
     assert _labels(read_manifest(tmp_path / "out"), "2008_000007") == {"bus"}

@@ -236,22 +236,22 @@ def test_inf_loss_also_stops(tmp_path):
 
 def test_resume_dir_is_removed_only_after_success(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RuntimeError), resume_dir("train_cam") as directory:
+    with pytest.raises(RuntimeError), resume_dir("checkpoints/train_cam") as directory:
         directory.mkdir(parents=True)
         (directory / RESUME_FILE).write_bytes(b"x")
         raise RuntimeError("killed")
     assert (tmp_path / "checkpoints/train_cam" / RESUME_FILE).exists()
-    with resume_dir("train_cam") as directory:
+    with resume_dir("checkpoints/train_cam") as directory:
         pass
     assert not (tmp_path / "checkpoints").exists()
 
 
 def test_resume_checkpoints_are_ignored_by_git_and_not_dvc_outputs():
     assert "/checkpoints" in (REPO / ".gitignore").read_text().splitlines()
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    declared = [next(iter(out)) if isinstance(out, dict) else out for stage in stages.values()
-                for section in ("outs", "metrics", "plots") for out in stage.get(section, [])]
-    assert not [path for path in declared if path.startswith("checkpoints")]
+    from pipeline_utils import declared_outputs
+
+    declared = [path for paths in declared_outputs(REPO).values() for path in paths]
+    assert "models/cam.pt" in declared and not [path for path in declared if path.startswith("checkpoints")]
 
 
 def _no_temp_left(directory: Path) -> bool:
@@ -433,7 +433,7 @@ def _set(dotted: str, value):
     ("pseudo_label.thresholds", [0.1, 1.2], "pseudo_label.thresholds.1: Input should be less than 1"),
     ("data.synthetic.num_classes", SYNTHETIC_NUM_SHAPES + 1, f"data.synthetic.num_classes: Input should be less than or equal to {SYNTHETIC_NUM_SHAPES}"),
     ("data.synthetic.num_classes", 0, "data.synthetic.num_classes: Input should be greater than or equal to 1"),
-    ("train_cam.checkpoint_every", -1, "train_cam.checkpoint_every: Input should be greater than or equal to 0"),
+    ("train_cam.num_workers", 2, "train_cam.num_workers: Extra inputs are not permitted (got 2) (hardware settings live in runtime.yaml"),
     ("train_cam.resize_long", [160, 96], "train_cam.resize_long: Value error, resize_long must be [min, max]"),
     ("model.output_stride", 12, "model.output_stride: Input should be 8, 16 or 32"),
     ("device", "tpu", "device: Input should be 'auto', 'cpu' or 'cuda'"),
@@ -468,7 +468,7 @@ def test_synthetic_class_limit_matches_the_generator():
 
 def test_default_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params.train_cam.checkpoint_every >= 0 and params.bao.checkpoint_every >= 0 and params.train_seg.checkpoint_every >= 0
+    assert params.data.sbd_root is None and params.model.checkpoint is None  # data/none: not given
 
 
 # --- the real stage, killed with SIGKILL mid-epoch and rerun -----------------------------------
@@ -476,7 +476,7 @@ def test_default_params_are_valid():
 TINY_REPO_OVERRIDES = {
     "model": {"backbone": "test_resnet", "pretrained": False},
     "data": {"synthetic": {"num_train": 32, "num_val": 4, "image_size": 32, "num_classes": 3}},
-    "train_cam": {"epochs": 2, "batch_size": 2, "crop_size": 32, "resize_long": [32, 40], "checkpoint_every": 1},
+    "train_cam": {"epochs": 2, "batch_size": 2, "crop_size": 32, "resize_long": [32, 40]},
     "pseudo_label": {"scales": [32], "flip": False, "thresholds": [0.3, 0.6]},
 }
 
@@ -486,15 +486,16 @@ def tiny_repo(tmp_path_factory) -> Path:
     """A repo copy with tiny params and its prepared synthetic data."""
     import os
 
-    from pipeline_utils import make_repo_copy
+    from pipeline_utils import make_repo_copy, stage_argv
 
     import stages.prepare
 
     repo = make_repo_copy(tmp_path_factory.mktemp("tiny") / "repo", TINY_REPO_OVERRIDES)
+    (repo / "runtime.yaml").write_text("checkpoint_every: 1\n")  # a resume checkpoint after every step
     cwd = os.getcwd()
     os.chdir(repo)
     try:
-        stages.prepare.main()
+        stages.prepare.main(stage_argv(repo, "prepare"))
     finally:
         os.chdir(cwd)
     return repo
@@ -520,6 +521,7 @@ def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_re
     import stages.pseudo_label
     import stages.threshold_baseline
     from bao.models import create_bao_net
+    from pipeline_utils import stage_argv
 
     monkeypatch.chdir(tiny_repo)
     params = load_params()
@@ -527,11 +529,12 @@ def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_re
     torch.manual_seed(0)
     save_model("models/cam.pt", create_cam_net(params.model, 3), {"classes": classes})
     save_model("models/bao.pt", create_bao_net(params.model, 3), {"classes": classes})
-    stages.threshold_baseline.main()
-    stages.pseudo_label.main()
-    outputs = ("results/pseudo_labels", "metrics/pseudo_label.json", "plots/threshold_sweep.csv")
+    stages.threshold_baseline.main(stage_argv(tiny_repo, "threshold_baseline"))
+    argv = stage_argv(tiny_repo, "pseudo_label")
+    stages.pseudo_label.main(argv)
+    outputs = ("results/pseudo_labels", "metrics/pseudo_label.json", "plots/threshold_sweep.csv", "plots/per_class_iou", "results/gallery.png")
     before = _snapshot(tiny_repo, *outputs)
-    assert len([name for name in before if name.endswith(".png")]) == 32
+    assert len([name for name in before if name.startswith("results/pseudo_labels/")]) == 32
 
     real_save, calls = bao.infer.pipeline.save_mask, []
 
@@ -543,7 +546,7 @@ def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_re
 
     monkeypatch.setattr(bao.infer.pipeline, "save_mask", failing_save)
     with pytest.raises(OSError, match="No space left"):
-        stages.pseudo_label.main()
+        stages.pseudo_label.main(argv)
     assert _snapshot(tiny_repo, *outputs) == before
     assert _no_temp_left(tiny_repo / "results")
 
@@ -568,10 +571,12 @@ def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_rep
     import time
 
     import stages.train_cam
+    from pipeline_utils import stage_argv
 
     repo = tiny_repo
     monkeypatch.chdir(repo)
-    stages.train_cam.main()  # the uninterrupted reference
+    argv = stage_argv(repo, "train_cam")
+    stages.train_cam.main(argv)  # the uninterrupted reference
     reference = _stage_outputs(repo)
     for path in ("models/cam.pt", "dvclive/train_cam"):  # what `dvc repro` deletes before a rerun
         subprocess.run(["rm", "-rf", path], cwd=repo, check=True)
@@ -579,7 +584,7 @@ def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_rep
     resume = repo / "checkpoints/train_cam" / RESUME_FILE
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}  # the arithmetic of this process
     with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "stages.train_cam"], cwd=repo, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen([sys.executable, "-m", "stages.train_cam", *argv], cwd=repo, env=env, stdout=log, stderr=log)
         while process.poll() is None and not resume.exists():
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
@@ -590,7 +595,7 @@ def test_train_cam_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_rep
     assert not (repo / "models/cam.pt").exists() and not (repo / "dvclive/train_cam").exists()  # nothing partial
 
     with caplog.at_level("INFO", logger="bao"):
-        stages.train_cam.main()  # the rerun
+        stages.train_cam.main(argv)  # the rerun
     assert f"resumed from checkpoints/train_cam/{RESUME_FILE} at epoch 0, batch {killed_at['batches_done']}" in caplog.text
     assert not (repo / "checkpoints").exists()  # removed once the stage succeeded
     assert _no_temp_left(repo / "dvclive") and _no_temp_left(repo / "models")  # the killed run's temp files too
@@ -609,8 +614,10 @@ def test_train_cam_with_inf_lr_fails_naming_the_key_or_the_step_and_saves_no_mod
 
     import bao.train.cam
     import stages.train_cam
+    from pipeline_utils import stage_argv
 
     monkeypatch.chdir(tiny_repo)
+    argv = stage_argv(tiny_repo, "train_cam")
     for path in ("models/cam.pt", "dvclive/train_cam"):  # what `dvc repro` deletes before a rerun
         subprocess.run(["rm", "-rf", path], cwd=tiny_repo, check=True)
     params_file = tiny_repo / "params.yaml"
@@ -620,13 +627,13 @@ def test_train_cam_with_inf_lr_fails_naming_the_key_or_the_step_and_saves_no_mod
     params_file.write_text(yaml.safe_dump(raw))
     try:
         with pytest.raises(ParamsError, match=r"train_cam\.lr: Input should be a finite number \(got inf\)"):
-            stages.train_cam.main()
+            stages.train_cam.main(argv)
     finally:
         params_file.write_text(original)
     monkeypatch.setattr(bao.train.cam, "create_optimizer", lambda parameters, *args, **kwargs: torch.optim.AdamW(parameters, lr=float("inf")))
     try:
         with pytest.raises(FloatingPointError, match=r"weights became non-finite in the optimizer step of step 1 \(epoch 1, batch 1/16\)"):
-            stages.train_cam.main()
+            stages.train_cam.main(argv)
     finally:
         shutil.rmtree(tiny_repo / "checkpoints", ignore_errors=True)
     assert not (tiny_repo / "models/cam.pt").exists() and not (tiny_repo / "dvclive/train_cam").exists()

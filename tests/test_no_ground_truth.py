@@ -18,14 +18,14 @@ from bao.infer.segment import evaluation_metrics, score_predictions
 from bao.models import create_bao_net, create_cam_net
 from dataset_fixtures import data_config, write_folder
 
-CFG = PseudoLabelConfig(scales=(32,), flip=False, thresholds=(0.2, 0.5), num_workers=0)
+CFG = PseudoLabelConfig(scales=(32,), flip=False, thresholds=(0.2, 0.5))
 MODEL = ModelConfig(backbone="resnet18", pretrained=False, output_stride=16)
 
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     base = tmp_path_factory.mktemp("nogt")
-    prepare_dataset(data_config("folder", write_folder(base / "mine", count=4, masks=False)), 0, base / "out")
+    prepare_dataset(data_config("folder", write_folder(base / "mine", count=4, masks=False)), base / "out")
     return read_manifest(base / "out")
 
 
@@ -46,7 +46,7 @@ def test_sweep_and_comparison_are_null_with_a_flag(manifest):
 def test_pseudo_labels_are_written_without_ground_truth(manifest, tmp_path: Path):
     torch.manual_seed(0)
     crf = CrfConfig(enabled=False, iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3,
-                    bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10, num_workers=0)
+                    bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
     scores, gallery = bao_pseudo_labels(create_bao_net(MODEL, manifest.num_classes), manifest, CFG, crf, torch.device("cpu"), tmp_path)
     assert scores == {"bao": None, "bao_crf": None} and gallery == {}
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(manifest.split("train")["image_id"])

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 
-from pipeline_utils import TINY_OVERRIDES, make_repo_copy, run
+from pipeline_utils import TINY_OVERRIDES, declared_outputs, make_repo_copy, run
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +29,11 @@ def _is_fraction(value) -> bool:
 
 
 def test_every_declared_output_exists(repro):
-    stages = yaml.safe_load((repro / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        for section in ("outs", "metrics", "plots"):
-            for entry in stage.get(section, []):
-                path = next(iter(entry)) if isinstance(entry, dict) else entry
-                assert (repro / path).exists(), f"stage {name}: declared {section} {path} missing"
+    outputs = declared_outputs(repro)
+    assert set(outputs) == {"prepare", "train_cam", "train_bao", "threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
+    for name, paths in outputs.items():
+        for path in paths:
+            assert (repro / path).exists(), f"stage {name}: declared output {path} missing"
 
 
 def test_metrics_are_sane(repro):
@@ -90,6 +88,15 @@ def test_dvc_plots_show_renders_loss_curves_sweep_bars_and_gallery(repro):
         assert f"dvclive/{stage}/plots/metrics/train/loss.tsv" in ids, sorted(ids)
     bars = shown["data"]["per_class_iou"][0]["content"]
     assert bars["mark"]["type"] == "bar" and {row["filename"] for row in bars["data"]["values"]} == {"bao.csv", "baseline_best_t.csv"}
+
+
+def test_metrics_files_and_exp_show_open_with_the_results(repro):
+    assert list(_metrics(repro, "metrics/pseudo_label.json"))[:2] == ["pseudo_miou_bao", "baseline_best_miou"]
+    assert list(_metrics(repro, "metrics/evaluate.json"))[0] == "val_miou"
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repro).stdout)
+    files = list(shown[0]["data"]["metrics"])
+    assert files[:2] == ["metrics/pseudo_label.json", "metrics/evaluate.json"] and files[-1] == "metrics/prepare.json"
+    assert not (repro / "results/.pseudo_labels.commit").exists()  # committed, nothing left staged
 
 
 def test_exp_run_reruns_only_bao_and_downstream_and_metrics_diff_shows_it(repro):

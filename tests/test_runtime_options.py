@@ -1,9 +1,12 @@
-"""Runtime options of the training loop: channels_last, throughput figures, loader settings."""
+"""Runtime options (runtime.yaml, BAO_RUNTIME_*): the training loop's channels_last, throughput figures, loader settings."""
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
-from bao.config import RuntimeConfig, load_params
+from bao.config import ParamsError, RuntimeConfig, load_runtime
 from bao.train.common import make_loader, prepare_model
 from bao.train.engine import create_optimizer, to_device, train_loop
 
@@ -54,9 +57,9 @@ def test_to_device_only_reformats_float_images():
     assert batch["mask"].is_contiguous() and batch["index"] == [0, 1]
 
 
-def test_loader_takes_prefetch_and_pinning_from_params():
-    params = load_params()
-    assert params.runtime.prefetch_factor >= 1 and params.pseudo_label.batch_size >= 1
+def test_loader_takes_prefetch_and_pinning_from_runtime_settings():
+    runtime = load_runtime(None, environ={})
+    assert runtime.prefetch_factor >= 1 and runtime.inference_batch_size >= 1
     dataset = torch.utils.data.TensorDataset(torch.arange(10))
     loader = make_loader(dataset, 4, False, 1, 0, runtime=RuntimeConfig(prefetch_factor=3, pin_memory=True))
     assert loader.prefetch_factor == 3
@@ -79,3 +82,37 @@ def test_compiled_model_trains_like_the_eager_one():
             optimizer.step()
     for a, b in zip(eager.parameters(), compiled_weights.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_runtime_settings_come_from_the_file_then_the_environment(tmp_path):
+    path = tmp_path / "runtime.yaml"
+    path.write_text("loader_workers: 3\ncrf_workers: 0\n")
+    runtime = load_runtime(path, environ={"BAO_RUNTIME_LOADER_WORKERS": "5", "BAO_RUNTIME_AMP": "false", "OTHER": "x"})
+    assert (runtime.loader_workers, runtime.crf_workers, runtime.amp) == (5, 0, False)
+    assert load_runtime(tmp_path / "absent.yaml", environ={}) == RuntimeConfig()  # optional by default
+
+
+@pytest.mark.parametrize("text, environ, expected", [
+    ("loader_workers: -1\n", {}, "runtime.yaml: invalid runtime settings\n  runtime.loader_workers: Input should be greater than or equal to 0 (got -1)"),
+    ("num_workrs: 2\n", {}, "runtime.num_workrs: Extra inputs are not permitted"),
+    ("", {"BAO_RUNTIME_INFERENCE_BATCH_SIZE": "0"}, "BAO_RUNTIME_INFERENCE_BATCH_SIZE: invalid runtime settings\n  runtime.inference_batch_size: Input should be greater than or equal to 1"),
+])
+def test_bad_runtime_setting_is_named_by_its_key_and_source(tmp_path, text, environ, expected):
+    path = tmp_path / "runtime.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError) as error:
+        load_runtime(path, environ=environ)
+    assert expected in str(error.value).replace(str(tmp_path) + "/", "")
+
+
+def test_a_runtime_file_named_explicitly_must_exist(tmp_path):
+    with pytest.raises(ParamsError, match="absent.yaml: file not found"):
+        load_runtime(tmp_path / "absent.yaml", environ={}, must_exist=True)
+
+
+def test_the_documented_example_is_valid_and_holds_every_setting():
+    import yaml
+
+    example = yaml.safe_load((Path(__file__).resolve().parents[1] / "runtime.example.yaml").read_text())
+    assert set(example) == set(RuntimeConfig.model_fields)
+    assert RuntimeConfig.model_validate(example) == RuntimeConfig()  # the example shows the defaults

@@ -50,7 +50,7 @@ def _sbd_root(cfg: DataConfig) -> Path | None:
     return Path(cfg.sbd_root) if cfg.sbd_root and cfg.dataset == "voc" else None
 
 
-def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
+def _source_root(cfg: DataConfig, staging: Path) -> Path:
     if cfg.dataset == "synthetic":
         from bao.data.synthetic import generate_synthetic_voc
 
@@ -58,7 +58,7 @@ def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
         synthetic = cfg.synthetic
         generate_synthetic_voc(
             root, num_train=synthetic.num_train, num_val=synthetic.num_val,
-            image_size=synthetic.image_size, seed=seed, num_classes=synthetic.num_classes,
+            image_size=synthetic.image_size, seed=synthetic.seed, num_classes=synthetic.num_classes,
         )
         return root
     root = Path(cfg.root)
@@ -67,12 +67,14 @@ def _source_root(cfg: DataConfig, staging: Path, seed: int) -> Path:
     return root
 
 
-def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
-    """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically."""
+def prepare_dataset(cfg: DataConfig, out_dir: str | Path, *, workers: int = 2) -> dict:
+    """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically;
+    ``workers`` threads decode images while validating them (the synthetic data's seed is
+    ``cfg.synthetic.seed``, not the training seed)."""
     out_dir = Path(out_dir)
     # The lock is on the output's parent directory, which outlives the output's replacement
     with exclusive_lock(out_dir.parent, str(out_dir)), atomic_dir(out_dir) as staging:
-        root = _source_root(cfg, staging, seed)
+        root = _source_root(cfg, staging)
         guard = RootGuard.of([root, _sbd_root(cfg), staging], allow_outside=cfg.allow_outside_root)
         # Stored paths are relative to the final directory; the staging directory is its sibling,
         # so resolving them against it during validation reaches the same files.
@@ -81,7 +83,7 @@ def prepare_dataset(cfg: DataConfig, seed: int, out_dir: str | Path) -> dict:
         if problems and source.table.empty:
             raise DatasetError(problems)
         conversions = validate_table(
-            source.table, len(source.classes), staging, problems, cfg.workers, guard=guard, max_pixels=cfg.max_image_pixels
+            source.table, len(source.classes), staging, problems, workers, guard=guard, max_pixels=cfg.max_image_pixels
         )
         if problems:
             raise DatasetError(problems)

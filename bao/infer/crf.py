@@ -50,22 +50,22 @@ def _run_job(job: CrfJob, cfg: CrfConfig) -> tuple[object, np.ndarray]:
     return key, crf_refine(load_image(image_path), labels, allowed, cfg)
 
 
-def refine_in_workers(jobs: Iterable[CrfJob], cfg: CrfConfig) -> Iterator[tuple[object, np.ndarray]]:
-    """Yield (key, refined labels) in job order; ``cfg.num_workers`` processes (0 = this process).
+def refine_in_workers(jobs: Iterable[CrfJob], cfg: CrfConfig, workers: int = 0) -> Iterator[tuple[object, np.ndarray]]:
+    """Yield (key, refined labels) in job order; ``workers`` processes (0 = this process).
 
     At most two jobs per worker wait at a time, so a fast producer (GPU inference) never piles
     up every label map of the dataset in memory."""
-    if cfg.num_workers == 0:
+    if workers == 0:
         for job in jobs:
             yield _run_job(job, cfg)
         return
     # The platform's default start method (fork on Linux, as DataLoader workers use): workers
     # start in milliseconds and only run numpy, OpenCV and the CRF, never torch.
-    with multiprocessing.Pool(cfg.num_workers) as pool:
+    with multiprocessing.Pool(workers) as pool:
         pending: deque = deque()
         for job in jobs:
             pending.append(pool.apply_async(_run_job, (job, cfg)))
-            if len(pending) >= 2 * cfg.num_workers:
+            if len(pending) >= 2 * workers:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()

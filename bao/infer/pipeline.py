@@ -1,6 +1,6 @@
 """Stage 4 work: the CAM threshold sweep (an oracle baseline) and BAO's threshold-free pseudo-labels.
 
-Both stream the training images through DataLoader workers (decoding), run ``pseudo_label.batch_size``
+Both stream the training images through DataLoader workers (decoding), run ``runtime.inference_batch_size``
 images per forward pass on the device, and hand each image's output (PNG writing, scoring
 against its mask) to a small bounded thread pool, so neither the device nor memory waits on the
 disk. Under ``torchrun`` each process takes a shard of the images and the confusion matrices are summed.
@@ -34,7 +34,7 @@ def _train_images(
     manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig, normalization: Normalization
 ) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
     dataset = ImageLabelDataset(manifest, "train", eval_transform(normalization))
-    loader = make_loader(shard_dataset(dataset), cfg.batch_size, False, cfg.num_workers, 0, runtime=runtime, collate_fn=collate_full_size)
+    loader = make_loader(shard_dataset(dataset), runtime.inference_batch_size, False, runtime.loader_workers, 0, runtime=runtime, collate_fn=collate_full_size)
     return dataset, loader
 
 
@@ -148,7 +148,7 @@ def bao_pseudo_labels(
                     _add_counts(matrices, pool.submit(_score, "bao", _gt_path(dataset, job[0]), [job[2]], k))
                     yield job
 
-            for index, final in refine_in_workers(scored_jobs(), crf):
+            for index, final in refine_in_workers(scored_jobs(), crf, runtime.crf_workers):
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
                 _add_counts(matrices, pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), k))
                 if index in gallery:
@@ -166,7 +166,7 @@ def bao_pseudo_labels(
 def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, indices, threshold: float) -> dict[int, np.ndarray]:
     """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
     dataset = ImageLabelDataset(manifest, "train", eval_transform(cam_net.normalization))
-    loader = make_loader(Subset(dataset, list(indices)), cfg.batch_size, False, cfg.num_workers, seed=0, collate_fn=collate_full_size)
+    loader = make_loader(Subset(dataset, list(indices)), 1, False, 0, seed=0, collate_fn=collate_full_size)  # a few gallery images
     labels_by_index = {}
     for index, maps, labels in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]

@@ -112,7 +112,7 @@ def train_bao_net(
         return student, loaded_bao_metrics(student, cfg.checkpoint, live)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=student.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform)
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, True, runtime.loader_workers, seed, drop_last=True, runtime=runtime, distributed=True)
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
     net = prepare_model(student, device, runtime)
     teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
@@ -127,7 +127,7 @@ def train_bao_net(
 
     hooks = [*teacher_hooks, LiveHook(live, optimizer)]
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [cam_checkpoint, model_cfg.checkpoint])
-    checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
+    checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, fingerprint)
     state = train_loop(
         step, student, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_bao", checkpoint, runtime.amp, runtime.channels_last
     )

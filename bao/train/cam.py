@@ -35,7 +35,7 @@ def train_cam_net(
     model = create_cam_net(model_cfg, manifest.num_classes)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform)
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, True, runtime.loader_workers, seed, drop_last=True, runtime=runtime, distributed=True)
     net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
@@ -44,12 +44,12 @@ def train_cam_net(
         return {"loss_cls": classification_loss(net(batch["image"])["logits"], batch["labels"])}
 
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [model_cfg.checkpoint])
-    checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, fingerprint)
+    checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, fingerprint)
     hooks = [LiveHook(live, optimizer)]
     state = train_loop(
         step, model, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_cam", checkpoint, runtime.amp, runtime.channels_last
     )
-    logits, labels = validation_logits(model, manifest, cfg.num_workers, device, runtime)
+    logits, labels = validation_logits(model, manifest, runtime.loader_workers, device, runtime)
     metrics = {"final_loss": state.history[-1]["loss"], "val_map": mean_average_precision(logits, labels)}
     return model, metrics
 

@@ -1,9 +1,10 @@
 """Resume checkpoints: an interrupted training stage, rerun, continues where it stopped.
 
-The checkpoint lives in ``checkpoints/<stage>/``, which is not a DVC output (``dvc repro`` deletes
-outputs before it runs a stage) and is ignored by git. It holds everything the loop changes:
+The checkpoint lives in the stage's ``--resume`` directory (``checkpoints/<stage>/`` in dvc.yaml),
+which is not a DVC output (``dvc repro`` deletes outputs before it runs a stage) and is ignored by git. It holds everything the loop changes:
 weights, optimizer, scheduler, grad scaler, hook states (EMA teacher, logged metrics), the
-python/numpy/torch RNG states and the shuffle generators' states at the start of the epoch.
+python/numpy/torch RNG states and the shuffle generators' states at the start of the epoch, for
+every process of a ``torchrun`` group (each rank augments with its own seed, ``seed + rank``).
 A fingerprint of the stage's params, dataset manifest, input files and code is stored with it;
 a checkpoint whose fingerprint differs is ignored, so changed params never resume stale work.
 """
@@ -22,7 +23,7 @@ import torch
 from pydantic import BaseModel
 
 from bao.data.manifest import Manifest
-from bao.distributed import is_main_process
+from bao.distributed import gather_objects, get_rank, get_world_size, is_main_process
 from bao.io import CheckpointError, load_torch, save_torch
 from bao.models.backbones import load_state_strict
 from bao.train.engine import Hook, LoopState, TrainingRun
@@ -30,9 +31,9 @@ from bao.train.engine import Hook, LoopState, TrainingRun
 log = logging.getLogger("bao")
 
 RESUME_FILE = "resume.pt"
-FORMAT = 1
+FORMAT = 2  # 2: RNG states per rank
 CODE_DIR = Path(__file__).resolve().parents[1]
-NOT_FINGERPRINTED = {"checkpoint_every"}  # changes how often we save, not what is trained
+NOT_FINGERPRINTED: set[str] = set()  # config keys that do not change what is trained (hardware knobs live in runtime.yaml)
 
 
 class CheckpointHook(Hook):
@@ -66,13 +67,28 @@ class CheckpointHook(Hook):
         self.save(state, epoch_finished=True)
 
     def save(self, state: LoopState, epoch_finished: bool) -> None:
-        if not is_main_process():  # under torchrun the processes hold the same weights
+        """Every process hands its RNG states to rank 0, which writes the one file (under torchrun
+        the processes hold the same weights, but each draws its own augmentations)."""
+        ranks = gather_objects(rank_rng_state(self.run, self, epoch_finished))
+        if not is_main_process():
             return
-        save_torch(self.path, capture_training_state(self.run, state, self, epoch_finished))
+        save_torch(self.path, capture_training_state(self.run, state, self, epoch_finished, ranks))
 
 
-def capture_training_state(run: TrainingRun, state: LoopState, owner: CheckpointHook, epoch_finished: bool) -> dict:
-    """A plain dict (tensors and plain values) of everything needed to continue the run exactly."""
+def rank_rng_state(run: TrainingRun, owner: CheckpointHook, epoch_finished: bool) -> dict:
+    """This process's RNG states: the global generators now, and the shuffle generators at the
+    start of the epoch a resume runs (this one, or the next)."""
+    return {
+        "rng": rng_state(),
+        "epoch_start_rng": loader_rng_state(run.loader) if epoch_finished else dict(owner.epoch_start_rng),
+    }
+
+
+def capture_training_state(
+    run: TrainingRun, state: LoopState, owner: CheckpointHook, epoch_finished: bool, ranks: list[dict] | None = None
+) -> dict:
+    """A plain dict (tensors and plain values) of everything needed to continue the run exactly;
+    ``ranks``: every process's ``rank_rng_state`` (default: this process's alone)."""
     return {
         "format": FORMAT,
         "fingerprint": owner.fingerprint,
@@ -88,9 +104,7 @@ def capture_training_state(run: TrainingRun, state: LoopState, owner: Checkpoint
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
         "hooks": [hook.state_dict() for hook in run.hooks if hook is not owner],
-        "rng": rng_state(),
-        # shuffle generators at the start of the epoch a resume runs: this one, or the next
-        "epoch_start_rng": loader_rng_state(run.loader) if epoch_finished else dict(owner.epoch_start_rng),
+        "ranks": ranks if ranks is not None else [rank_rng_state(run, owner, epoch_finished)],
     }
 
 
@@ -113,8 +127,12 @@ def restore_training_state(checkpoint: dict, run: TrainingRun, state: LoopState,
         state.epoch, state.start_batch, state.totals = checkpoint["epoch"] + 1, 0, {}
     else:
         state.epoch, state.start_batch, state.totals = checkpoint["epoch"], checkpoint["batches_done"], dict(checkpoint["totals"])
-    set_loader_rng_state(run.loader, checkpoint["epoch_start_rng"])
-    set_rng_state(checkpoint["rng"])
+    ranks = checkpoint["ranks"]
+    if len(ranks) != get_world_size():
+        raise CheckpointError(f"{path}: saved by {len(ranks)} process(es), this run has {get_world_size()}; "
+                              "rerun with as many, or delete it to train from the start")
+    set_loader_rng_state(run.loader, ranks[get_rank()]["epoch_start_rng"])
+    set_rng_state(ranks[get_rank()]["rng"])
 
 
 def read_resume_checkpoint(path: Path, fingerprint: str) -> dict | None:

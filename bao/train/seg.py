@@ -32,7 +32,7 @@ def train_segmentation_net(
     model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
-    loader = make_loader(dataset, cfg.batch_size, True, cfg.num_workers, seed, drop_last=True, runtime=runtime, distributed=True)
+    loader = make_loader(dataset, cfg.batch_size, True, runtime.loader_workers, seed, drop_last=True, runtime=runtime, distributed=True)
     net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
@@ -40,7 +40,7 @@ def train_segmentation_net(
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}
 
-    checkpoint = resume_hook(resume_dir, cfg.checkpoint_every, run_fingerprint([cfg], seed, manifest, [pseudo_label_dir]))
+    checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, run_fingerprint([cfg], seed, manifest, [pseudo_label_dir]))
     hooks = [LiveHook(live, optimizer)]
     state = train_loop(
         step, model, loader, optimizer, scheduler, cfg.epochs, device, hooks, "train_seg", checkpoint, runtime.amp, runtime.channels_last
