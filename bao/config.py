@@ -155,6 +155,8 @@ class PseudoLabelConfig(Section):
     scales: tuple[Annotated[int, Field(gt=0)], ...] = Field(min_length=1)
     flip: bool
     thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
+    # geometric: maps drawn where the network saw them; official: the official code's bilinear resize
+    align: Literal["geometric", "official"] = "geometric"
 
 
 class CrfConfig(Section):

@@ -3,7 +3,8 @@
 from bao.data.manifest import read_manifest
 from bao.distributed import is_main_process
 from bao.infer.pipeline import threshold_sweep
-from bao.io import write_json
+from bao.infer.report import per_image_plot_rows
+from bao.io import write_csv, write_json
 from bao.models import create_cam_net
 from bao.stage import log, stage_parser, start_stage
 from bao.train.common import load_model_state
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prepared", required=True, help="prepared dataset directory")
     parser.add_argument("--cam-model", required=True, help="the trained CAM network")
     parser.add_argument("--sweep", required=True, help="the sweep's mIoU per threshold (JSON)")
+    parser.add_argument("--per-image-plot", required=True, help="how many images pick each t as their own best (CSV)")
     args = parser.parse_args(argv)
     params, runtime, device = start_stage("threshold_baseline", args.params, args.runtime)
     manifest = read_manifest(args.prepared)
@@ -22,11 +24,15 @@ def main(argv: list[str] | None = None) -> None:
     sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime)
     if not is_main_process():
         return
+    write_csv(args.per_image_plot, per_image_plot_rows(sweep))
     write_json(args.sweep, sweep)
     if sweep["best"] is None:
         log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")
     else:
         log.info("best t=%.2f mIoU=%.4f (oracle: t chosen with ground truth)", sweep["best_threshold"], sweep["best"]["miou"])
+        per_image = sweep["per_image_best_t"]
+        log.info("per-image best t: mean %.3f std %.3f p10 %.2f p90 %.2f; per-image oracle mIoU %.4f",
+                 per_image["mean"], per_image["std"], per_image["p10"], per_image["p90"], per_image["oracle_miou"])
 
 
 if __name__ == "__main__":

@@ -431,6 +431,7 @@ def _set(dotted: str, value):
     ("bao.eps", 1.5, "bao.eps: Input should be less than 1"),
     ("pseudo_label.scales", [96, 0, 128], "pseudo_label.scales.1: Input should be greater than 0 (got 0)"),
     ("pseudo_label.thresholds", [0.1, 1.2], "pseudo_label.thresholds.1: Input should be less than 1"),
+    ("pseudo_label.align", "corners", "pseudo_label.align: Input should be 'geometric' or 'official'"),
     ("data.synthetic.num_classes", SYNTHETIC_NUM_SHAPES + 1, f"data.synthetic.num_classes: Input should be less than or equal to {SYNTHETIC_NUM_SHAPES}"),
     ("data.synthetic.num_classes", 0, "data.synthetic.num_classes: Input should be greater than or equal to 1"),
     ("train_cam.num_workers", 2, "train_cam.num_workers: Extra inputs are not permitted (got 2) (hardware settings live in runtime.yaml"),

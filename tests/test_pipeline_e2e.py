@@ -83,7 +83,7 @@ def test_dvc_plots_show_renders_loss_curves_sweep_bars_and_gallery(repro):
     shown = json.loads(run(["dvc", "plots", "show", "--json"], repro).stdout)
     assert not shown.get("errors"), shown.get("errors")
     ids = set(shown["data"])
-    assert {"threshold_sweep", "per_class_iou", "results/gallery.png"} <= ids
+    assert {"threshold_sweep", "per_image_best_t", "per_class_iou", "results/gallery.png"} <= ids
     for stage in ("train_cam", "train_bao", "train_seg"):
         assert f"dvclive/{stage}/plots/metrics/train/loss.tsv" in ids, sorted(ids)
     bars = shown["data"]["per_class_iou"][0]["content"]
@@ -110,3 +110,13 @@ def test_exp_run_reruns_only_bao_and_downstream_and_metrics_diff_shows_it(repro)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repro).stdout)
     assert "dvclive/train_bao/metrics.json" in diff
     assert "metrics/prepare.json" not in diff
+
+
+def test_exp_run_switches_the_alignment_of_the_pseudo_label_stages(repro):
+    """Runs after the bao.lr experiment: ``-S pseudo_label.align=official`` redoes exactly the
+    stages that resize maps (and those downstream), and their numbers change."""
+    out = run(["dvc", "exp", "run", "-S", "pseudo_label.align=official"], repro, timeout=1200).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repro).stdout)
+    assert "metrics/pseudo_label.json" in diff

@@ -2,6 +2,9 @@
 
 ``multiscale_maps`` is the reference for one image; ``batched_multiscale_maps`` computes the same
 maps for a batch of images with one forward pass per scale (the pseudo-label stage uses it).
+Inputs are resized with ``resize_input`` and maps drawn back on the image with
+``resize_to_image`` (``bao.infer.align``); ``align="geometric"`` draws each cell where the network
+saw it and needs ``geometry`` (network input size -> the network's ``FeatureGeometry``).
 """
 
 from __future__ import annotations
@@ -9,26 +12,48 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.nn import functional as F
+
+from bao.infer.align import GeometryFn, check_align, resize_input, resize_to_image
 
 MapFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
-def multiscale_maps(forward: MapFn, image: torch.Tensor, scales: Sequence[int], flip: bool) -> dict[str, torch.Tensor]:
-    """``image`` (3, H, W) normalized; returns each map named by ``forward`` summed at (H, W), float32.
+def _to_image(
+    maps: torch.Tensor, count: int, flip: bool, *, image_size, input_size, geometry: GeometryFn | None, align: str
+) -> torch.Tensor:
+    """Maps of ``count`` images (then, with ``flip``, of their mirrors) -> summed at ``image_size``.
+
+    Geometric: a mirror's map is drawn on the mirrored image with the network's geometry, then
+    mirrored back. Official: the map is un-flipped first and both are resized together, which
+    puts the mirror's cells where they belong only if the grid is symmetric about the image centre
+    (offset (stride - 1) / 2, e.g. a ViT's patches)."""
+    feature_geometry = geometry(tuple(input_size)) if align == "geometric" and geometry is not None else None
+    resize = lambda m: resize_to_image(m, image_size=image_size, input_size=input_size, geometry=feature_geometry, align=align)  # noqa: E731
+    maps = maps.float()
+    if not flip:
+        return resize(maps[:count])
+    if align == "official":
+        return resize(maps[:count] + maps[count:].flip(-1))
+    return resize(maps[:count]) + resize(maps[count:]).flip(-1)
+
+
+def multiscale_maps(
+    forward: MapFn, image: torch.Tensor, scales: Sequence[int], flip: bool, *, align: str = "geometric", geometry: GeometryFn | None = None
+) -> dict[str, torch.Tensor]:
+    """``image`` (3, H, W) (uint8, or float already normalised); returns each map named by
+    ``forward`` summed at (H, W), float32.
 
     ``forward`` takes a batch (N, 3, s, s) and returns maps (N, C, h, w); an image and its mirror
     share one forward pass.
     """
+    check_align(align)
     height, width = image.shape[-2:]
     summed: dict[str, torch.Tensor] = {}
     for scale in scales:
-        resized = F.interpolate(image[None], size=(scale, scale), mode="bilinear", align_corners=False)
+        resized = resize_input(image[None], (scale, scale))
         batch = torch.cat([resized, resized.flip(-1)]) if flip else resized
         for name, maps in forward(batch).items():
-            maps = maps.float()
-            merged = maps[:1] + maps[1:2].flip(-1) if flip else maps[:1]
-            merged = F.interpolate(merged, size=(height, width), mode="bilinear", align_corners=False)[0]
+            merged = _to_image(maps, 1, flip, image_size=(height, width), input_size=(scale, scale), geometry=geometry, align=align)[0]
             summed[name] = summed[name] + merged if name in summed else merged
     return summed
 
@@ -45,17 +70,24 @@ def size_buckets(sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list
 
 
 def _square_batch(images: Sequence[torch.Tensor], buckets: dict, scale: int) -> torch.Tensor:
-    """Every image resized to (scale, scale), in input order; one interpolate per size bucket."""
+    """Every image resized to (scale, scale), in input order; one resize per size bucket."""
     resized: list[torch.Tensor | None] = [None] * len(images)
     for positions in buckets.values():
         stacked = torch.stack([images[p] for p in positions])
-        for p, square in zip(positions, F.interpolate(stacked, size=(scale, scale), mode="bilinear", align_corners=False)):
+        for p, square in zip(positions, resize_input(stacked, (scale, scale))):
             resized[p] = square
     return torch.stack(resized)
 
 
 def batched_multiscale_maps(
-    forward: BatchMapFn, images: Sequence[torch.Tensor], labels: torch.Tensor, scales: Sequence[int], flip: bool
+    forward: BatchMapFn,
+    images: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    scales: Sequence[int],
+    flip: bool,
+    *,
+    align: str = "geometric",
+    geometry: GeometryFn | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """``multiscale_maps`` for several images (sizes may differ) at once: per scale, one forward
     pass over every image and its mirror; maps are resized back on the images' device.
@@ -63,6 +95,7 @@ def batched_multiscale_maps(
     ``forward`` takes a batch (M, 3, s, s) and its labels (M, K) and returns maps (M, C, h, w).
     The sums are taken in the same order as ``multiscale_maps``, image by image.
     """
+    check_align(align)
     count = len(images)
     buckets = size_buckets([image.shape[-2:] for image in images])
     summed: list[dict[str, torch.Tensor]] = [{} for _ in images]
@@ -70,10 +103,9 @@ def batched_multiscale_maps(
         resized = _square_batch(images, buckets, scale)
         batch = torch.cat([resized, resized.flip(-1)]) if flip else resized
         for name, maps in forward(batch, labels.repeat(2, 1) if flip else labels).items():
-            maps = maps.float()
-            merged = maps[:count] + maps[count:].flip(-1) if flip else maps
             for size, positions in buckets.items():
-                restored = F.interpolate(merged[positions], size=size, mode="bilinear", align_corners=False)
+                rows = positions + [count + p for p in positions] if flip else positions
+                restored = _to_image(maps[rows], len(positions), flip, image_size=size, input_size=(scale, scale), geometry=geometry, align=align)
                 for p, map_at_size in zip(positions, restored):
                     summed[p][name] = summed[p][name] + map_at_size if name in summed[p] else map_at_size
     return summed

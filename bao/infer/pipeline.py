@@ -19,8 +19,9 @@ from bao.config import CrfConfig, PseudoLabelConfig, RuntimeConfig
 from bao.data.datasets import ImageLabelDataset, load_image
 from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
-from bao.data.transforms import Normalization, eval_transform
+from bao.data.transforms import eval_transform
 from bao.infer.crf import refine_in_workers
+from bao.infer.per_image import PerImageBestT
 from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
 from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
 from bao.io import BoundedPool
@@ -30,12 +31,19 @@ from bao.train.common import make_loader
 OUTPUT_THREADS = 2
 
 
-def _train_images(
-    manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig, normalization: Normalization
-) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
-    dataset = ImageLabelDataset(manifest, "train", eval_transform(normalization))
+def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
+    """uint8 images: each scale is resized from the uint8 image, then normalised (``_multiscale``)."""
+    dataset = ImageLabelDataset(manifest, "train")
     loader = make_loader(shard_dataset(dataset), runtime.inference_batch_size, False, runtime.loader_workers, 0, runtime=runtime, collate_fn=collate_full_size)
     return dataset, loader
+
+
+def _multiscale(model: nn.Module, loader, device: torch.device, cfg: PseudoLabelConfig, *, with_am: bool, desc: str, runtime: RuntimeConfig):
+    """(index, merged maps, labels) per image of ``loader`` (uint8 images), as ``cfg`` says."""
+    return iterate_multiscale(
+        model, loader, device, cfg.scales, cfg.flip, with_am, desc, runtime.amp, runtime.channels_last,
+        align=cfg.align, normalize=eval_transform(model.normalization),
+    )
 
 
 def _gt_path(dataset: ImageLabelDataset, index: int) -> Path | None:
@@ -87,26 +95,38 @@ def threshold_sweep(
     ``ground_truth_available`` is False (no inference is run for nothing)."""
     if not (manifest.split("train")["mask_path"] != "").any():
         curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
-        return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None}
+        return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None, "per_image_best_t": None}
     runtime = runtime or RuntimeConfig()
-    dataset, loader = _train_images(manifest, cfg, runtime, cam_net.normalization)
+    dataset, loader = _train_images(manifest, cfg, runtime)
     matrices = {"sweep": [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]}
-    maps_iter = iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "threshold sweep", runtime.amp, runtime.channels_last)
+    per_image = PerImageBestT(cfg.thresholds, manifest.num_classes + 1)
+
+    def add(results: list[tuple[str, np.ndarray | None]]) -> None:
+        _add_counts(matrices, results)
+        for _, counts in results:  # each image's (T, K, K) counts: its own best t
+            if counts is not None:
+                per_image.add(counts)
+
+    maps_iter = _multiscale(cam_net, loader, device, cfg, with_am=False, desc="threshold sweep", runtime=runtime)
     with BoundedPool(OUTPUT_THREADS) as pool:
         for index, maps, labels in maps_iter:
             gt_path = _gt_path(dataset, index)
             if gt_path is not None:
                 predictions = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), cfg.thresholds)
-                _add_counts(matrices, pool.submit(_score, "sweep", gt_path, predictions, manifest.num_classes + 1))
-        _add_counts(matrices, pool.drain())
+                add(pool.submit(_score, "sweep", gt_path, predictions, manifest.num_classes + 1))
+        add(pool.drain())
     _all_reduce(matrices)
+    per_image.all_reduce()
     if not any(matrix.matrix.sum() for matrix in matrices["sweep"]):
         raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
     names = class_names_with_background(manifest)
     results = [matrix.compute(names) for matrix in matrices["sweep"]]
     curve = [{"threshold": round(t, 6), "miou": r["miou"]} for t, r in zip(cfg.thresholds, results)]
     best = int(np.nanargmax([point["miou"] for point in curve]))
-    return {"ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best]}
+    return {
+        "ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best],
+        "per_image_best_t": per_image.summary(names),
+    }
 
 
 def bao_pseudo_labels(
@@ -125,11 +145,11 @@ def bao_pseudo_labels(
     first ``gallery_size`` images (of this process's shard), their BAO label, background score map
     and CRF label."""
     runtime = runtime or RuntimeConfig()
-    dataset, loader = _train_images(manifest, cfg, runtime, bao_net.normalization)
+    dataset, loader = _train_images(manifest, cfg, runtime)
     k = manifest.num_classes + 1
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
-    maps_iter = iterate_multiscale(bao_net, loader, device, cfg.scales, cfg.flip, True, "BAO pseudo-labels", runtime.amp, runtime.channels_last)
+    maps_iter = _multiscale(bao_net, loader, device, cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
 
     with BoundedPool(OUTPUT_THREADS) as pool:
 
@@ -165,10 +185,10 @@ def bao_pseudo_labels(
 
 def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, indices, threshold: float) -> dict[int, np.ndarray]:
     """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
-    dataset = ImageLabelDataset(manifest, "train", eval_transform(cam_net.normalization))
+    dataset = ImageLabelDataset(manifest, "train")
     loader = make_loader(Subset(dataset, list(indices)), 1, False, 0, seed=0, collate_fn=collate_full_size)  # a few gallery images
     labels_by_index = {}
-    for index, maps, labels in iterate_multiscale(cam_net, loader, device, cfg.scales, cfg.flip, False, "baseline gallery"):
+    for index, maps, labels in _multiscale(cam_net, loader, device, cfg, with_am=False, desc="baseline gallery", runtime=RuntimeConfig()):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 

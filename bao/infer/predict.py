@@ -44,11 +44,16 @@ def collate_full_size(items: list[dict]) -> dict:
     }
 
 
-def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool = True, channels_last: bool = False):
+def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool = True, channels_last: bool = False, *, normalize=None):
     """The maps multi-scale inference sums: CAMs, and BAO's background channel (AM channel 0),
-    refined by attention where the model is built for it."""
+    refined by attention where the model is built for it. uint8 inputs (the resized images) are
+    normalised with ``normalize`` first."""
 
     def forward(images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if images.dtype == torch.uint8:
+            if normalize is None:
+                raise ValueError("map_forward: uint8 images need the model's input normalisation")
+            images = normalize(images)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
@@ -72,15 +77,21 @@ def iterate_multiscale(
     desc: str,
     amp: bool = True,
     channels_last: bool = False,
+    *,
+    align: str = "geometric",
+    normalize=None,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (index, merged maps, labels) per image, on ``device``, from a loader that collates
-    full-size images with ``collate_full_size``; each loader batch is one forward pass per scale."""
+    full-size images with ``collate_full_size``; each loader batch is one forward pass per scale.
+
+    Images may be uint8 (resized as uint8, then ``normalize``d) or already normalised floats;
+    ``align`` is how maps are drawn back on the image (``bao.infer.align``)."""
     model.eval()
-    forward = map_forward(model, device, with_am, amp, channels_last)
+    forward = map_forward(model, device, with_am, amp, channels_last, normalize=normalize)
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True, disable=not is_main_process()):
         images = [image.to(device, non_blocking=True) for image in batch["image"]]
         labels = batch["labels"].to(device, non_blocking=True)
-        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales, flip)):
+        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales, flip, align=align, geometry=model.feature_geometry)):
             yield int(batch["index"][position]), maps, labels[position]
 
 

@@ -11,18 +11,26 @@ from torch.nn import functional as F
 NORM_EPS = 1e-5
 
 
-def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
-    """Each channel of (C, H, W) to [0, 1] over the image."""
+def floor_minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """The official BAO normalisation of (C, H, W) maps: (x - min - eps) / (max - min + eps), with
+    pixels within eps of the channel's minimum first set to 0.
+
+    Almost everywhere this is ``minmax_normalize``; the eps shift decides the pixels where every
+    channel sits at its minimum (0 after ReLU). There a channel scores -eps / (range + eps), so the
+    channel with the largest range (max - min) wins: the present class with the largest maximum
+    unless the background's is larger still."""
     flat = maps.flatten(1)
     low, high = flat.amin(dim=1)[:, None, None], flat.amax(dim=1)[:, None, None]
-    return (maps - low) / (high - low + NORM_EPS)
+    floored = torch.where(maps < low + NORM_EPS, torch.zeros_like(maps), maps)
+    return (floored - low - NORM_EPS) / (high - low + NORM_EPS)
 
 
 def bao_scores(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(K+1, H, W): [background, present classes], each ReLU + min-max normalized; absent classes -1."""
+    """(K+1, H, W): [background, present classes], each ReLU + min-max normalized as the official
+    code does (``floor_minmax_normalize``, which also settles tie pixels); absent classes -1."""
     present = labels.bool().to(cams.device)
     channels = torch.cat([background[None], cams * present[:, None, None]]).float()
-    scores = minmax_normalize(F.relu(channels))
+    scores = floor_minmax_normalize(F.relu(channels))
     scores[1:][~present] = -1.0  # an absent class never wins, even on an all-zero pixel
     return scores
 

@@ -17,6 +17,24 @@ BASELINE_KEYS = (
     "baseline_best_t", "baseline_best_miou", "baseline_worst_t", "baseline_worst_miou",
     "baseline_mid_t", "baseline_mid_miou", "baseline_range_0.1_0.9", "baseline_per_class_iou",
 )
+PER_IMAGE_KEYS = {  # metrics key -> key of the sweep's per_image_best_t summary
+    "per_image_best_t_mean": "mean", "per_image_best_t_std": "std", "per_image_best_t_p10": "p10",
+    "per_image_best_t_p90": "p90", "per_image_oracle_miou": "oracle_miou",
+}
+
+
+def per_image_metrics(sweep: dict) -> dict:
+    """The spread of each image's own best t and the per-image oracle's mIoU (``bao.infer.per_image``)."""
+    summary = sweep.get("per_image_best_t")
+    return {key: (summary[field] if summary else None) for key, field in PER_IMAGE_KEYS.items()}
+
+
+def per_image_plot_rows(sweep: dict) -> list[dict]:
+    """How many images pick each t as their own best, for the histogram beside the sweep."""
+    summary = sweep.get("per_image_best_t")
+    if not summary:
+        return [{"threshold": point["threshold"], "images": 0} for point in sweep["curve"]]
+    return list(summary["histogram"])
 
 
 def no_ground_truth_metrics() -> dict:
@@ -26,6 +44,7 @@ def no_ground_truth_metrics() -> dict:
         **dict.fromkeys(BAO_KEYS),
         "baseline_best_is_oracle": True,
         **dict.fromkeys(BASELINE_KEYS),
+        **dict.fromkeys(PER_IMAGE_KEYS),
         "bao_per_class_iou": None,
     }
 
@@ -48,6 +67,7 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
         "baseline_mid_miou": baseline_at(sweep, 0.5),
         "baseline_range_0.1_0.9": max(p["miou"] for p in inner) - worst["miou"],
         "baseline_per_class_iou": sweep["best"]["per_class_iou"],
+        **per_image_metrics(sweep),
     }
     if bao is not None:
         metrics = {

@@ -20,6 +20,7 @@ from bao.io import CheckpointError, load_torch
 from bao.models.pretrained import create_timm_model, timm_normalization
 
 log = logging.getLogger("bao")
+from bao.models.geometry import FeatureGeometry, trace_geometry
 
 
 class TimmFeatures(nn.Module):
@@ -38,6 +39,15 @@ class TimmFeatures(nn.Module):
 
     def checkpoint_module(self) -> nn.Module:
         return self.body
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """Traced from the layers (padding differs between timm families and, for TF-style SAME
+        padding, with the input size), once per input size."""
+        cache = self.__dict__.setdefault("_geometry_cache", {})
+        key = tuple(int(n) for n in input_size)
+        if key not in cache:
+            cache[key] = trace_geometry(self.body, key)
+        return cache[key]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)[-1]

@@ -14,6 +14,7 @@ from torch import nn
 
 from bao.data.transforms import Normalization
 from bao.models.attention import attention_refine
+from bao.models.geometry import FeatureGeometry
 
 REFINE_MODES = ("none", "attention")
 
@@ -42,6 +43,9 @@ class CamModel(nn.Module):
     def normalization(self) -> Normalization:
         """The input mean/std the backbone's weights expect (training and inference use it)."""
         return self.backbone.normalization
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """Where the cells of ``cams`` (and BAO's ``am``) sit on an input of ``input_size``."""
+        return self.backbone.feature_geometry(input_size)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, refine: bool = False) -> dict[str, torch.Tensor]:
         outputs = self.compute(images, with_attention=refine and self.refine == "attention")
@@ -105,6 +109,10 @@ class BaoNet(nn.Module):
     @property
     def normalization(self) -> Normalization:
         return self.cam_net.normalization
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """The activation map is a 3x3 (padding 1) conv of the CAM network's features: same cells."""
+        return self.cam_net.feature_geometry(input_size)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, refine: bool = False) -> dict[str, torch.Tensor]:
         outputs = self.cam_net(images, refine=refine)

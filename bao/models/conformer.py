@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from bao.data.transforms import IMAGENET
 from bao.models.attention import AttentionRecorder
+from bao.models.geometry import FeatureGeometry
 
 BN_EPS = 1e-6  # the official bottlenecks and expand units use eps 1e-6; the stem BN keeps 1e-5
 TokenNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -177,6 +178,13 @@ class Conformer(nn.Module):
 
     def checkpoint_module(self) -> nn.Module:
         return self
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """CAMs come from the CNN branch (odd kernels, symmetric padding): cell o on pixel 16*o.
+        Its tokens sit near 16*o + 6 (4x4 patches of the stride-4 stem), but they reach the CNN
+        map through the residual CNN path, which dominates the cell's receptive field (measured in
+        tests/test_geometry.py)."""
+        return FeatureGeometry((float(GRID), float(GRID)), (0.0, 0.0))
 
     def forward(self, images: torch.Tensor, with_attention: bool = False) -> dict[str, torch.Tensor]:
         if images.shape[-2] % GRID or images.shape[-1] % GRID:

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from bao.models.backbones import create_backbone
+from bao.models.geometry import FeatureGeometry
 
 
 class DeepLabV3(nn.Module):
@@ -16,6 +17,10 @@ class DeepLabV3(nn.Module):
         self.backbone = backbone
         self.head = DeepLabHead(backbone.out_channels, num_classes)
         self.normalization = backbone.normalization  # input mean/std of the encoder's pretrained weights
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """Of the head's logits before the upsampling in ``forward`` (the ASPP head keeps the grid)."""
+        return self.backbone.feature_geometry(input_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.backbone(images))

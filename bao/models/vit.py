@@ -9,6 +9,7 @@ from torch import nn
 
 from bao.models.attention import AttentionRecorder, check_attention_modules
 from bao.models.pretrained import create_timm_model, timm_normalization
+from bao.models.geometry import FeatureGeometry
 
 # timm modules whose models are VisionTransformer (or a subclass such as DeiT's distilled one).
 VIT_MODULES = ("timm.models.vision_transformer", "timm.models.deit")
@@ -38,6 +39,12 @@ class TimmViT(nn.Module):
 
     def checkpoint_module(self) -> nn.Module:
         return self.body
+
+    def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
+        """Token o is the patch [p*o, p*o + p): centred on p*o + (p - 1)/2 (padding only ever
+        extends the bottom and right edges)."""
+        patch = tuple(float(p) for p in self.body.patch_embed.patch_size)
+        return FeatureGeometry(patch, tuple((p - 1) / 2 for p in patch))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.body.forward_features(images)[:, self.body.num_prefix_tokens:]
