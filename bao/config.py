@@ -110,6 +110,7 @@ class LoaderConfig(Section):
     crop_size: int = Field(ge=16)
     resize_long: tuple[int, int]
     color_jitter: tuple[float, float, float, float]
+    lr_schedule: Literal["poly", "constant"] = "poly"  # per-iteration decay (power 0.9) or none
 
     @field_validator("resize_long")
     @classmethod
@@ -128,6 +129,16 @@ class BaoConfig(LoaderConfig):
     eps: float = Field(ge=0, lt=1)
     lambda_: float = Field(alias="lambda", ge=0)
     fg_weight_first_epoch: float = Field(ge=0)
+    # official: the weight scales both the sum and the count of the foreground term, so it cancels
+    # (effectively 1.0, the official code's result); applied: the foreground half is multiplied by it
+    fg_weight_mode: Literal["official", "applied"] = "official"
+    lr_schedule: Literal["poly", "constant"] = "constant"  # official: constant AdamW lr
+    # train: the teacher makes targets in train mode (batch-statistics BN, DropPath) and the EMA
+    # covers parameters only, as in the official code; eval: eval mode, BN buffers copied too
+    teacher_mode: Literal["train", "eval"] = "train"
+    head_init: Literal["official", "pytorch"] = "official"  # BAO head: the official network's init / PyTorch's defaults
+    checkpoint: str | None = None  # trained BAO weights (official release or ours) to load instead of training
+    _checkpoint = field_validator("checkpoint")(_no_input_is_none)
     ema_start: float = Field(ge=0, le=1)
     ema_end: float = Field(ge=0, le=1)
     ema_period: int | None = Field(default=None, ge=1)

@@ -25,6 +25,7 @@ from bao.config import CrfConfig, PseudoLabelConfig, RuntimeConfig  # noqa: E402
 from bao.data.manifest import read_manifest  # noqa: E402
 from bao.data.palette import read_mask, save_mask  # noqa: E402
 from bao.data.prepare import prepare_dataset  # noqa: E402
+from bao.data.transforms import IMAGENET  # noqa: E402
 from bao.infer.pipeline import bao_pseudo_labels  # noqa: E402
 from bao.models.geometry import FeatureGeometry, trace_geometry  # noqa: E402
 from dataset_fixtures import data_config  # noqa: E402
@@ -43,6 +44,7 @@ class BrightSquareNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.pool = nn.AvgPool2d(33, stride=16, padding=16, count_include_pad=False)
+        self.normalization = IMAGENET  # what every pipeline model states: the input mean/std it expects
 
     def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
         return FeatureGeometry((16.0, 16.0), (0.0, 0.0))

@@ -44,7 +44,9 @@ def test_loss_switch_selects_balanced_or_plain_soft_ce():
     hard = teacher_targets(teacher_cams, labels)
     soft = smooth_targets(hard, 4, 0.4)
     balanced = bao_losses(outputs, teacher_cams, labels, bao_cfg(loss="balanced"), epoch=0)["loss_bal"]
-    assert torch.allclose(balanced, balanced_soft_ce(outputs["am"], soft, hard, 0.5))
+    assert torch.allclose(balanced, balanced_soft_ce(outputs["am"], soft, hard, 1.0))  # the official weight cancels
+    applied = bao_losses(outputs, teacher_cams, labels, bao_cfg(loss="balanced", fg_weight_mode="applied"), epoch=0)["loss_bal"]
+    assert torch.allclose(applied, balanced_soft_ce(outputs["am"], soft, hard, 0.5))
     plain = bao_losses(outputs, teacher_cams, labels, bao_cfg(loss="ce"), epoch=0)["loss_bal"]
     assert torch.allclose(plain, soft_ce(outputs["am"], soft))
     assert not torch.allclose(plain, balanced)
@@ -61,7 +63,7 @@ def test_label_encoder_switch():
     backbone = lambda: TimmFeatures("test_resnet", False, 16)  # noqa: E731
     images = torch.randn(1, 3, 64, 64)
     a, b = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 1.0]])
-    with_encoder = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet"}), 3).eval()
+    with_encoder = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet", "pretrained": False}), 3).eval()
     without = type(with_encoder)(CamNet(backbone(), 3), use_label_encoder=False).eval()
     assert without.label_encoder is None
     assert not any("label_encoder" in key for key in without.state_dict())
@@ -71,7 +73,7 @@ def test_label_encoder_switch():
 
 
 def test_teacher_switch_builds_a_hook_only_for_ema():
-    student = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet"}), 3)
+    student = create_bao_net(PARAMS.model.model_copy(update={"backbone": "test_resnet", "pretrained": False}), 3)
     teacher, hooks = make_teacher(student, bao_cfg(teacher="ema"), iters_per_epoch=4)
     assert len(hooks) == 1 and isinstance(hooks[0], TeacherHook)
     frozen, none_hooks = make_teacher(student, bao_cfg(teacher="none"), iters_per_epoch=4)
@@ -114,7 +116,7 @@ def manifest(tmp_path_factory):
 )
 def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, backbone, refine, switches):
     device = torch.device("cpu")
-    model_cfg = PARAMS.model.model_copy(update={"backbone": backbone, "refine": refine})
+    model_cfg = PARAMS.model.model_copy(update={"backbone": backbone, "refine": refine, "pretrained": False})
     cam_cfg = PARAMS.train_cam.model_copy(update=TINY_LOADER)
     torch.manual_seed(0)
     cam_net, cam_metrics = train_cam_net(manifest, model_cfg, cam_cfg, device=device, seed=0, live=FakeLive())
@@ -122,11 +124,14 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     teachers = []
     monkeypatch.setattr(bao_training, "make_teacher", lambda *a: teachers.append(make_teacher(*a)) or teachers[-1])
     cfg = bao_cfg(**switches)
-    student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device=device, seed=0, live=FakeLive())
+    bao_live = FakeLive()
+    student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device=device, seed=0, live=bao_live)
     assert all(math.isfinite(value) for value in metrics.values())
+    assert [value for name, value in bao_live.metrics if name == "train/lr"] == [cfg.lr]  # constant: the official schedule
     assert (student.label_encoder is not None) == cfg.label_encoder
-    # teacher "none" keeps the trained CAM network; "ema" follows the student
-    teacher_moved = any(not torch.equal(t, c) for t, c in zip(teachers[0][0].state_dict().values(), cam_net.state_dict().values()))
+    # teacher "none" keeps the trained CAM network's weights; "ema" follows the student (parameters:
+    # the official train-mode teacher's BN running statistics move in either case, unused)
+    teacher_moved = any(not torch.equal(t, c) for t, c in zip(teachers[0][0].parameters(), cam_net.parameters()))
     assert teacher_moved == (cfg.teacher == "ema")
 
     crf = PARAMS.crf.model_copy(update={"enabled": True})
@@ -141,3 +146,55 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     assert np.isfinite(rows[0]["background"]).all()
     save_gallery(tmp_path / "gallery.png", rows, 0.3)
     assert (tmp_path / "gallery.png").stat().st_size > 1000
+
+
+class TransformSeen(Exception):
+    """Raised by a spy once the stage has built its transform: nothing needs to train."""
+
+
+@pytest.mark.parametrize("module,call", [("cam", "train_cam_net"), ("bao", "train_bao_net"), ("seg", "train_segmentation_net")])
+def test_training_transforms_use_the_backbones_normalization(manifest, monkeypatch, module, call):
+    """tf_efficientnet_lite0 expects mean = std = 0.5 (timm's pretrained config), not ImageNet's."""
+    import importlib
+
+    from bao.data.transforms import Normalization
+
+    trainer = importlib.import_module(f"bao.train.{module}")
+    seen = []
+
+    def spy(*args, normalization):
+        seen.append(normalization)
+        raise TransformSeen
+
+    monkeypatch.setattr(trainer, "train_transform", spy)
+    model_cfg = PARAMS.model.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False})
+    device, live = torch.device("cpu"), FakeLive()
+    with pytest.raises(TransformSeen):
+        if module == "cam":
+            trainer.train_cam_net(manifest, model_cfg, PARAMS.train_cam, device=device, seed=0, live=live)
+        elif module == "bao":
+            trainer.train_bao_net(manifest, model_cfg, PARAMS.bao, "unused.pt", device=device, seed=0, live=live)
+        else:
+            seg_cfg = PARAMS.train_seg.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False})
+            trainer.train_segmentation_net(manifest, "unused", seg_cfg, device=device, seed=0, live=live)
+    assert seen == [Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+
+
+def test_inference_images_use_the_models_normalization(manifest, monkeypatch):
+    """Pseudo-labelling loads uint8 images and normalises each resized scale with the model's mean/std."""
+    import bao.infer.pipeline as pipeline
+    from bao.config import RuntimeConfig
+
+    seen = {}
+
+    def spy(*args, normalize, **kwargs):
+        seen["normalize"] = normalize
+        return iter(())
+
+    monkeypatch.setattr(pipeline, "iterate_multiscale", spy)
+    net = create_bao_net(PARAMS.model.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False}), 3)
+    _, loader = pipeline._train_images(manifest, PARAMS.pseudo_label, RuntimeConfig())
+    list(pipeline._multiscale(net, loader, torch.device("cpu"), PARAMS.pseudo_label, with_am=True, desc="t", runtime=RuntimeConfig()))
+    raw = torch.tensor([[[0]], [[128]], [[255]]], dtype=torch.uint8)
+    expected = (raw.float() / 255 - 0.5) / 0.5  # EfficientNet-Lite's 0.5/0.5, not ImageNet's
+    assert torch.allclose(seen["normalize"](raw), expected, atol=1e-6)

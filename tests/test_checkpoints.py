@@ -15,7 +15,7 @@ def _bn(name: str) -> list[str]:
     return [f"{name}.{leaf}" for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
 
 
-# The published Conformer-S checkpoint's key layout, module by module.
+# The published Conformer-S / TransCAM checkpoints' key layout, module by module.
 BOTTLENECK = ["conv1.weight", *_bn("bn1"), "conv2.weight", *_bn("bn2"), "conv3.weight", *_bn("bn3")]
 RESIDUAL = ["residual_conv.weight", *_bn("residual_bn")]
 TRANSFORMER_BLOCK = [
@@ -57,14 +57,16 @@ OFFICIAL_SHAPES = {
     "conv_trans_5.cnn_block.residual_conv.weight": (512, 256, 1, 1),
     "conv_trans_9.cnn_block.residual_conv.weight": (1024, 512, 1, 1),
     "conv_trans_12.fusion_block.residual_conv.weight": (1024, 1024, 1, 1),
-    "conv_cls_head.weight": (1000, 1024),
-    "trans_cls_head.weight": (1000, 384),
+    # TransCAM's heads for VOC (20 classes + an unused background slot); ImageNet's are Linear (1000, D)
+    "conv_cls_head.weight": (21, 1024, 3, 3),
+    "conv_cls_head.bias": (21,),
+    "trans_cls_head.weight": (21, 384),
 }
 
 
 @pytest.fixture(scope="module")
 def conformer_s_state() -> dict[str, torch.Tensor]:
-    return create_conformer("conformer_small_patch16", 1000).state_dict()
+    return create_conformer("conformer_small_patch16", 20).state_dict()
 
 
 def test_conformer_s_keys_match_the_official_layout(conformer_s_state):
@@ -72,8 +74,9 @@ def test_conformer_s_keys_match_the_official_layout(conformer_s_state):
     assert sorted(official - ours) == [] and sorted(ours - official) == []
     for key, shape in OFFICIAL_SHAPES.items():
         assert tuple(conformer_s_state[key].shape) == shape, key
-    parameters = sum(v.numel() for k, v in conformer_s_state.items() if "running_" not in k and "num_batches" not in k)
-    assert round(parameters / 1e6, 1) == 37.7  # Conformer-S as published: 37.7 M parameters
+    parameters = sum(v.numel() for k, v in conformer_s_state.items() if "running_" not in k and "num_batches" not in k and "cls_head" not in k)
+    imagenet_heads = (1024 + 1) * 1000 + (384 + 1) * 1000
+    assert round((parameters + imagenet_heads) / 1e6, 1) == 37.7  # Conformer-S as published: 37.7 M parameters
 
 
 def _config(backbone: str, checkpoint) -> ModelConfig:
@@ -93,7 +96,7 @@ def test_imagenet_style_conformer_checkpoint_loads_without_its_heads(tmp_path):
     net = create_cam_net(_config("conformer_test", tmp_path / "conformer.pth"), 3)
     loaded = net.backbone.state_dict()
     _equal_except_heads(loaded, saved, ("conv_cls_head.", "trans_cls_head."))
-    assert loaded["conv_cls_head.weight"].shape == (3, 64)
+    assert loaded["conv_cls_head.weight"].shape == (4, 64, 3, 3)
 
 
 def test_checkpoint_with_our_classes_loads_its_heads_too(tmp_path):

@@ -475,7 +475,7 @@ def test_default_params_are_valid():
 # --- the real stage, killed with SIGKILL mid-epoch and rerun -----------------------------------
 
 TINY_REPO_OVERRIDES = {
-    "model": {"backbone": "test_resnet"},
+    "model": {"backbone": "test_resnet", "pretrained": False},
     "data": {"synthetic": {"num_train": 32, "num_val": 4, "image_size": 32, "num_classes": 3}},
     "train_cam": {"epochs": 2, "batch_size": 2, "crop_size": 32, "resize_long": [32, 40]},
     "pseudo_label": {"scales": [32], "flip": False, "thresholds": [0.3, 0.6]},

@@ -42,7 +42,7 @@ def _multiscale(model: nn.Module, loader, device: torch.device, cfg: PseudoLabel
     """(index, merged maps, labels) per image of ``loader`` (uint8 images), as ``cfg`` says."""
     return iterate_multiscale(
         model, loader, device, cfg.scales, flip=cfg.flip, with_am=with_am, desc=desc, amp=runtime.amp, channels_last=runtime.channels_last,
-        align=cfg.align, normalize=eval_transform(),
+        align=cfg.align, normalize=eval_transform(model.normalization),
     )
 
 

@@ -25,7 +25,7 @@ def predict_split(
 ) -> None:
     """One PNG per image of ``split``; under ``torchrun`` each process predicts its shard."""
     runtime = runtime or RuntimeConfig()
-    dataset = ImageLabelDataset(manifest, split, eval_transform())
+    dataset = ImageLabelDataset(manifest, split, eval_transform(model.normalization))
     model.eval()
     loader = make_loader(shard_dataset(dataset), 1, shuffle=False, num_workers=num_workers, seed=0, runtime=runtime)
     with BoundedPool(2) as pool:

@@ -64,10 +64,10 @@ def create_cam_net(cfg: ModelConfig, num_classes: int) -> CamModel:
     return net
 
 
-def create_bao_net(cfg: ModelConfig, num_classes: int, use_label_encoder: bool = True) -> BaoNet:
+def create_bao_net(cfg: ModelConfig, num_classes: int, use_label_encoder: bool = True, head_init: str = "official") -> BaoNet:
     # The backbone's own weights come from the CAM checkpoint, so no pretrained download here.
     cam_net = CAM_FAMILIES[backbone_family(cfg.backbone)](cfg, num_classes, False)
-    return BaoNet(cam_net, use_label_encoder=use_label_encoder)
+    return BaoNet(cam_net, use_label_encoder=use_label_encoder, head_init=head_init)
 
 
 __all__ = [

@@ -16,8 +16,10 @@ import timm
 import torch
 from torch import nn
 
-log = logging.getLogger("bao")
 from bao.io import CheckpointError, load_torch
+from bao.models.pretrained import create_timm_model, timm_normalization
+
+log = logging.getLogger("bao")
 from bao.models.geometry import FeatureGeometry, trace_geometry
 
 
@@ -29,7 +31,8 @@ class TimmFeatures(nn.Module):
     def __init__(self, name: str, pretrained: bool, output_stride: int):
         super().__init__()
         kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
-        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs)
+        self.body = create_timm_model(name, pretrained, features_only=True, out_indices=(-1,), **kwargs)
+        self.normalization = timm_normalization(name)  # what its pretrained weights expect
         self.out_channels = self.body.feature_info.channels()[-1]
         classifier = timm.models.get_pretrained_cfg_value(name, "classifier") or ()
         self.head_prefixes = tuple(f"{key}." for key in ((classifier,) if isinstance(classifier, str) else classifier))
@@ -82,7 +85,10 @@ def fit_state_dict(
         raise ValueError(f"{source}: checkpoint does not fit the backbone; " + "; ".join(problems))
     skipped = [key for key in state if is_head(key) and (key not in own or state[key].shape != own[key].shape)]
     if skipped:
-        log.info("%s: classification head not loaded (other classes): %s", source, skipped)
+        log.warning("%s: classification head NOT loaded (other classes or shapes): %s", source, skipped)
+    absent = [key for key in own if is_head(key) and key not in state]
+    if absent:
+        log.warning("%s: has no %s; kept at their fresh initialisation", source, absent)
     return {key: value for key, value in state.items() if key in own and key not in skipped}
 
 

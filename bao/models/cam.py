@@ -9,8 +9,10 @@ returns the backbone's patch-to-patch ``attention`` (B, hw, hw) and its CAMs are
 from __future__ import annotations
 
 import torch
+from timm.layers import trunc_normal_
 from torch import nn
 
+from bao.data.transforms import Normalization
 from bao.models.attention import attention_refine
 from bao.models.geometry import FeatureGeometry
 
@@ -37,6 +39,10 @@ class CamModel(nn.Module):
     def out_channels(self) -> int:
         return self.backbone.out_channels
 
+    @property
+    def normalization(self) -> Normalization:
+        """The input mean/std the backbone's weights expect (training and inference use it)."""
+        return self.backbone.normalization
     def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
         """Where the cells of ``cams`` (and BAO's ``am``) sit on an input of ``input_size``."""
         return self.backbone.feature_geometry(input_size)
@@ -74,17 +80,35 @@ class TransCamNet(CamModel):
         return self.backbone(images, with_attention=with_attention)
 
 
+HEAD_INITS = ("official", "pytorch")
+
+
 class BaoNet(nn.Module):
     """CAM network + label encoder Linear(K -> D) scaling features channel-wise, then a 3x3 conv to K+1.
 
-    The activation map ``am`` is refined by the same attention as the CAMs when that is on."""
+    The activation map ``am`` is refined by the same attention as the CAMs when that is on.
+    ``head_init``: ``official`` initialises as the official network's ``_init_weights`` does: the
+    label encoder (a Linear) truncated normal std 0.02 with bias 0, the activation-map convolution
+    (a Conv2d) Kaiming normal (fan_out, ReLU) with PyTorch's default bias; ``pytorch`` leaves both at
+    PyTorch's defaults (what this project did before; the encoder's weights 6-17x larger)."""
 
-    def __init__(self, cam_net: CamModel, use_label_encoder: bool = True):
+    def __init__(self, cam_net: CamModel, use_label_encoder: bool = True, head_init: str = "official"):
         super().__init__()
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"bao.head_init must be one of {HEAD_INITS}, got {head_init!r}")
         self.cam_net = cam_net
         channels, num_classes = cam_net.out_channels, cam_net.num_classes
         self.label_encoder = nn.Linear(num_classes, channels) if use_label_encoder else None
         self.am_head = nn.Conv2d(channels, num_classes + 1, kernel_size=3, padding=1)
+        if head_init == "official":
+            if self.label_encoder is not None:
+                trunc_normal_(self.label_encoder.weight, std=0.02)
+                nn.init.zeros_(self.label_encoder.bias)
+            nn.init.kaiming_normal_(self.am_head.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.cam_net.normalization
 
     def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
         """The activation map is a 3x3 (padding 1) conv of the CAM network's features: same cells."""

@@ -10,9 +10,14 @@ fusion_block,squeeze_block,expand_block,trans_block}``, ``trans_norm``, ``conv_c
 
 Two choices follow TransCAM rather than the ImageNet model: the last fusion bottleneck keeps
 stride 1 (same parameters), so the CNN's last map has the 1/16 resolution of the token grid, and
-the CNN classifier (the ``conv_cls_head`` Linear of the ImageNet model, same shape) is applied per
-pixel as a 1x1 convolution to give CAMs, whose spatial mean plus the bias is the CNN logit.
-The image logits are CNN logits + transformer (class token) logits, as in TransCAM.
+the CNN classifier is TransCAM's: a 3x3 convolution with bias, ``conv_cls_head`` (K+1, D, 3, 3),
+with ``trans_cls_head`` (K+1, E) beside it. Both have K+1 outputs as in the released TransCAM
+and BAO checkpoints (21 for VOC): output 0 is a background slot that nothing trains or reads, so
+those checkpoints load completely. The CAMs are outputs 1..K of the convolution, bias included
+(after attention refinement the bias counts once per unit of attention row sum, as officially);
+the CNN logits are their spatial means, and the image logits CNN + transformer (class token)
+logits. An ImageNet checkpoint's Linear heads (1000 classes) do not fit and are skipped with a
+warning that names them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 from torch.nn import functional as F
 
+from bao.data.transforms import IMAGENET
 from bao.models.attention import AttentionRecorder
 from bao.models.geometry import FeatureGeometry
 
@@ -140,6 +146,7 @@ class Conformer(nn.Module):
 
     has_attention = True
     head_prefixes = ("conv_cls_head.", "trans_cls_head.")
+    normalization = IMAGENET  # the official Conformer and TransCAM weights were trained on ImageNet statistics
 
     def __init__(self, spec: ConformerSpec, num_classes: int):
         super().__init__()
@@ -161,8 +168,9 @@ class Conformer(nn.Module):
             self.add_module(f"conv_trans_{index}", block)
             self.stage_names.append(f"conv_trans_{index}")
         self.trans_norm = nn.LayerNorm(spec.embed_dim)
-        self.trans_cls_head = nn.Linear(spec.embed_dim, num_classes)
-        self.conv_cls_head = nn.Linear(self.out_channels, num_classes)
+        # K+1 outputs, output 0 unused: the official layout (see the module docstring)
+        self.trans_cls_head = nn.Linear(spec.embed_dim, num_classes + 1)
+        self.conv_cls_head = nn.Conv2d(self.out_channels, num_classes + 1, kernel_size=3, padding=1)
         self.apply(_init_weights)
         trunc_normal_(self.cls_token, std=0.02)
         blocks = [self.trans_1, *(getattr(self, name).trans_block for name in self.stage_names)]
@@ -199,8 +207,8 @@ class Conformer(nn.Module):
         tokens = self.trans_1(tokens)
         for name in self.stage_names:
             x, tokens = getattr(self, name)(x, tokens, grid)
-        cams = torch.einsum("kd,bdhw->bkhw", self.conv_cls_head.weight, x)
-        logits = cams.mean(dim=(2, 3)) + self.conv_cls_head.bias + self.trans_cls_head(self.trans_norm(tokens)[:, 0])
+        cams = self.conv_cls_head(x)[:, 1:]
+        logits = cams.mean(dim=(2, 3)) + self.trans_cls_head(self.trans_norm(tokens)[:, 0])[:, 1:]
         return {"features": x, "cams": cams, "logits": logits}
 
 

@@ -16,6 +16,7 @@ class DeepLabV3(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = DeepLabHead(backbone.out_channels, num_classes)
+        self.normalization = backbone.normalization  # input mean/std of the encoder's pretrained weights
 
     def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
         """Of the head's logits before the upsampling in ``forward`` (the ASPP head keeps the grid)."""

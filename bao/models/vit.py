@@ -8,6 +8,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from bao.models.attention import AttentionRecorder, check_attention_modules
+from bao.models.pretrained import create_timm_model, timm_normalization
 from bao.models.geometry import FeatureGeometry
 
 # timm modules whose models are VisionTransformer (or a subclass such as DeiT's distilled one).
@@ -26,7 +27,8 @@ class TimmViT(nn.Module):
 
     def __init__(self, name: str, pretrained: bool):
         super().__init__()
-        self.body = timm.create_model(name, pretrained=pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True)
+        self.body = create_timm_model(name, pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True)
+        self.normalization = timm_normalization(name)
         if not isinstance(self.body, VisionTransformer):
             raise ValueError(f"model.backbone: {name} is not a timm VisionTransformer")
         self.out_channels = self.body.embed_dim

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import torch
@@ -13,24 +14,29 @@ from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, soft_ce, teacher_targets
 from bao.models import BaoNet, create_bao_net
+from bao.models.official import load_bao_weights
 from bao.train.checkpoint import resume_hook, run_fingerprint
 from bao.train.common import LiveHook, load_model_state, make_loader, prepare_model
 from bao.train.ema import TeacherSchedule, copy_weights, ema_update
 from bao.train.engine import Hook, LoopState, create_optimizer, create_scheduler, train_loop
 
 
+log = logging.getLogger("bao")
+
+
 class TeacherHook(Hook):
     """After each optimizer step: copy (epoch 0) or EMA-update the teacher from the student."""
 
-    def __init__(self, teacher: torch.nn.Module, student: torch.nn.Module, schedule: TeacherSchedule):
+    def __init__(self, teacher: torch.nn.Module, student: torch.nn.Module, schedule: TeacherSchedule, copy_buffers: bool = True):
         self.teacher, self.student, self.schedule = teacher, student, schedule
+        self.copy_buffers = copy_buffers
 
     def after_step(self, state: LoopState, losses: dict[str, float]) -> None:
         momentum = self.schedule.momentum(state.epoch, state.step_in_epoch)
         if momentum == 0.0:
-            copy_weights(self.teacher, self.student)
+            copy_weights(self.teacher, self.student)  # the whole state, buffers too (as the official code)
         else:
-            ema_update(self.teacher, self.student, momentum)
+            ema_update(self.teacher, self.student, momentum, copy_buffers=self.copy_buffers)
 
     def state_dict(self) -> dict:
         return {"teacher": self.teacher.state_dict()}
@@ -49,18 +55,40 @@ def bao_losses(outputs: dict, teacher_cams: torch.Tensor, labels: torch.Tensor, 
     if cfg.loss == "ce":
         map_loss = soft_ce(outputs["am"], soft)
     else:
-        map_loss = balanced_soft_ce(outputs["am"], soft, hard, cfg.fg_weight_first_epoch if epoch == 0 else 1.0)
+        map_loss = balanced_soft_ce(outputs["am"], soft, hard, effective_fg_weight(cfg, epoch))
     return {"loss_cls": classification_loss(outputs["logits"], labels), "loss_bal": cfg.lambda_ * map_loss}
 
 
+def effective_fg_weight(cfg: BaoConfig, epoch: int) -> float:
+    """The factor on the foreground half of the balanced loss.
+
+    The official code multiplies the foreground pixels' losses and their count by
+    ``fg_weight_first_epoch`` in epoch 0, so the weight cancels: 1.0 (``fg_weight_mode: official``).
+    ``applied`` scales the foreground half by it in epoch 0 (what the paper's text suggests)."""
+    return cfg.fg_weight_first_epoch if cfg.fg_weight_mode == "applied" and epoch == 0 else 1.0
+
+
 def make_teacher(student: BaoNet, cfg: BaoConfig, iters_per_epoch: int) -> tuple[torch.nn.Module, list[Hook]]:
-    """A frozen copy of the student's CAM network, updated by a hook unless ``bao.teacher: none``
-    (then it stays the trained CAM network: the no-EMA ablation)."""
-    teacher = copy.deepcopy(student.cam_net).eval().requires_grad_(False)
+    """A gradient-free copy of the student's CAM network, updated by a hook unless ``bao.teacher:
+    none`` (then it stays the trained CAM network: the no-EMA ablation).
+
+    ``bao.teacher_mode: train`` (official) keeps it in train mode for good (BN on batch statistics,
+    DropPath active when it makes targets; its EMA covers parameters only); ``eval`` puts it in
+    eval mode and copies the student's BN buffers with every EMA step."""
+    teacher = copy.deepcopy(student.cam_net).train(cfg.teacher_mode == "train").requires_grad_(False)
     if cfg.teacher == "none":
         return teacher, []
     schedule = TeacherSchedule(cfg.ema_start, cfg.ema_end, cfg.ema_period or iters_per_epoch)
-    return teacher, [TeacherHook(teacher, student.cam_net, schedule)]
+    return teacher, [TeacherHook(teacher, student.cam_net, schedule, copy_buffers=cfg.teacher_mode == "eval")]
+
+
+def loaded_bao_metrics(student: BaoNet, checkpoint: str, live) -> dict[str, float]:
+    """Load trained BAO weights instead of training; logged so that no one mistakes them for a run."""
+    layout = load_bao_weights(student, checkpoint)
+    log.warning("train_bao: NOT trained; BAO weights loaded from %s (%s layout) as bao.checkpoint asks", checkpoint, layout)
+    live.log_metric("loaded_from_checkpoint", 1)
+    live.next_step()
+    return {"loaded_from_checkpoint": 1, "official_layout": int(layout == "official")}
 
 
 def train_bao_net(
@@ -75,18 +103,24 @@ def train_bao_net(
     resume_dir: str | Path | None = None,
     runtime: RuntimeConfig | None = None,
 ) -> tuple[BaoNet, dict[str, float]]:
-    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
+    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints).
+
+    With ``bao.checkpoint`` set nothing is trained: those weights (the official release's layout or
+    ours) are loaded and returned, and the metrics say so (``loaded_from_checkpoint: 1``, no loss)."""
     runtime = runtime or RuntimeConfig()
-    dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
+    student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder, head_init=cfg.head_init)
+    if cfg.checkpoint:
+        return student, loaded_bao_metrics(student, cfg.checkpoint, live)
+    transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=student.normalization)
+    dataset = ImageLabelDataset(manifest, "train", transform)
     loader = make_loader(
         dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
     )
-    student = create_bao_net(model_cfg, manifest.num_classes, use_label_encoder=cfg.label_encoder)
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
     net = prepare_model(student, device, runtime)
     teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
     optimizer = create_optimizer(student.parameters(), cfg.lr, cfg.weight_decay)
-    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
+    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
 
     def step(batch: dict, state: LoopState) -> dict[str, torch.Tensor]:
         images, labels = batch["image"], batch["labels"]

@@ -33,14 +33,15 @@ def train_cam_net(
 ) -> tuple[CamNet, dict[str, float]]:
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     runtime = runtime or RuntimeConfig()
-    dataset = ImageLabelDataset(manifest, "train", train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter))
+    model = create_cam_net(model_cfg, manifest.num_classes)
+    transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
+    dataset = ImageLabelDataset(manifest, "train", transform)
     loader = make_loader(
         dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
     )
-    model = create_cam_net(model_cfg, manifest.num_classes)
     net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
-    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
+    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_cls": classification_loss(net(batch["image"])["logits"], batch["labels"])}
@@ -59,6 +60,6 @@ def train_cam_net(
 
 def validation_logits(model: CamNet, manifest: Manifest, *, num_workers: int, device: torch.device, runtime: RuntimeConfig):
     """Val logits and labels; under ``torchrun`` each process scores its shard and all are gathered."""
-    val = shard_dataset(ImageLabelDataset(manifest, "val", eval_transform()))
+    val = shard_dataset(ImageLabelDataset(manifest, "val", eval_transform(model.normalization)))
     logits, labels = predict_logits(model, make_loader(val, 1, shuffle=False, num_workers=num_workers, seed=0, runtime=runtime), device, runtime.amp)
     return torch.cat(gather_tensors(logits)), torch.cat(gather_tensors(labels))

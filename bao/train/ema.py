@@ -15,12 +15,15 @@ def cosine_momentum(step_in_period: int, period: int, start: float, end: float) 
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher = m * teacher + (1 - m) * student for parameters; buffers (BN stats) are copied."""
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float, copy_buffers: bool = True) -> None:
+    """teacher = m * teacher + (1 - m) * student for parameters; buffers (BN stats) are copied
+    when ``copy_buffers`` (an eval-mode teacher needs them), else left to the teacher itself (the
+    official train-mode teacher, whose BN uses batch statistics)."""
     for teacher_param, student_param in zip(teacher.parameters(), student.parameters(), strict=True):
         teacher_param.lerp_(student_param.detach(), 1.0 - momentum)
-    for teacher_buffer, student_buffer in zip(teacher.buffers(), student.buffers(), strict=True):
-        teacher_buffer.copy_(student_buffer)
+    if copy_buffers:
+        for teacher_buffer, student_buffer in zip(teacher.buffers(), student.buffers(), strict=True):
+            teacher_buffer.copy_(student_buffer)
 
 
 @torch.no_grad()

@@ -234,6 +234,19 @@ def create_optimizer(parameters, lr: float, weight_decay: float) -> torch.optim.
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
 
 
-def create_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Polynomial decay (power 0.9) per iteration, the usual WSSS/DeepLab schedule."""
+LR_SCHEDULES = ("poly", "constant")
+
+
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, schedule: str = "poly"
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-iteration LR schedule a stage's ``lr_schedule`` names.
+
+    ``poly``: lr * (1 - step / total_steps) ** 0.9, the usual WSSS/DeepLab schedule (CAM and DeepLab
+    stages). ``constant``: no scheduler at all, the lr never changes (the official BAO training:
+    AdamW at 5e-5 throughout)."""
+    if schedule == "constant":
+        return None
+    if schedule != "poly":
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, total_steps), power=0.9)

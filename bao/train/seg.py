@@ -30,15 +30,15 @@ def train_segmentation_net(
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
     runtime = runtime or RuntimeConfig()
-    transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter)
+    model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
+    transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
     loader = make_loader(
         dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
     )
-    model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
     net = prepare_model(model, device, runtime)
     optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
-    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader))
+    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}
