@@ -81,3 +81,21 @@ def declared_outputs(repo: Path) -> dict[str, list[str]]:
 
     with Repo(str(repo)) as dvc_repo:
         return {stage.name: [out.def_path for out in stage.outs] for stage in dvc_repo.index.stages}
+
+
+class RecordingLive:
+    """Stands in for DVCLive's ``Live``: keeps every logged metric in order (``metrics``) and per
+    DVCLive step (``rows``)."""
+
+    def __init__(self):
+        self.metrics: list[tuple[str, float]] = []
+        self.rows: list[dict[str, float]] = []
+        self.current: dict[str, float] = {}
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.metrics.append((name, value))
+        self.current[name] = value
+
+    def next_step(self) -> None:
+        self.rows.append(self.current)
+        self.current = {}

@@ -24,6 +24,7 @@ from bao.plots import save_gallery
 from bao.train.bao import TeacherHook, bao_losses, make_teacher, train_bao_net
 from bao.train.cam import train_cam_net
 from bao.train.common import save_model
+from pipeline_utils import RecordingLive
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 TINY_LOADER = dict(epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72))
@@ -82,17 +83,6 @@ def test_teacher_switch_builds_a_hook_only_for_ema():
     assert all(p is not q for p, q in zip(frozen.parameters(), student.cam_net.parameters()))
 
 
-class FakeLive:
-    def __init__(self):
-        self.metrics: list[tuple[str, float]] = []
-
-    def log_metric(self, name, value):
-        self.metrics.append((name, value))
-
-    def next_step(self):
-        pass
-
-
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
@@ -119,12 +109,12 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     model_cfg = PARAMS.model.model_copy(update={"backbone": backbone, "refine": refine, "pretrained": False})
     cam_cfg = PARAMS.train_cam.model_copy(update=TINY_LOADER)
     torch.manual_seed(0)
-    cam_net, cam_metrics = train_cam_net(manifest, model_cfg, cam_cfg, device=device, seed=0, live=FakeLive())
+    cam_net, cam_metrics = train_cam_net(manifest, model_cfg, cam_cfg, device=device, seed=0, live=RecordingLive())
     save_model(tmp_path / "cam.pt", cam_net, {})
     teachers = []
     monkeypatch.setattr(bao_training, "make_teacher", lambda *a: teachers.append(make_teacher(*a)) or teachers[-1])
     cfg = bao_cfg(**switches)
-    bao_live = FakeLive()
+    bao_live = RecordingLive()
     student, metrics = train_bao_net(manifest, model_cfg, cfg, str(tmp_path / "cam.pt"), device=device, seed=0, live=bao_live)
     assert all(math.isfinite(value) for value in metrics.values())
     assert [value for name, value in bao_live.metrics if name == "train/lr"] == [cfg.lr]  # constant: the official schedule
@@ -168,7 +158,7 @@ def test_training_transforms_use_the_backbones_normalization(manifest, monkeypat
 
     monkeypatch.setattr(trainer, "train_transform", spy)
     model_cfg = PARAMS.model.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False})
-    device, live = torch.device("cpu"), FakeLive()
+    device, live = torch.device("cpu"), RecordingLive()
     with pytest.raises(TransformSeen):
         if module == "cam":
             trainer.train_cam_net(manifest, model_cfg, PARAMS.train_cam, device=device, seed=0, live=live)

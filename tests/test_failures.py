@@ -29,6 +29,7 @@ from bao.train.checkpoint import RESUME_FILE, CheckpointHook
 from bao.train.common import LiveHook, load_model_state, make_loader, save_model
 from bao.train.ema import TeacherSchedule
 from bao.train.engine import Hook, create_optimizer, create_scheduler, train_loop
+from pipeline_utils import RecordingLive
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -48,20 +49,6 @@ class NoisyDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         noise = torch.rand(4) + float(np.random.rand()) + random.random()
         return {"x": self.x[index] + 0.1 * noise, "y": self.x[index].sum(0, keepdim=True)}
-
-
-class FakeLive:
-    """Records what LiveHook logs, one dict per DVCLive step."""
-
-    def __init__(self):
-        self.rows, self.current = [], {}
-
-    def log_metric(self, name: str, value: float) -> None:
-        self.current[name] = value
-
-    def next_step(self) -> None:
-        self.rows.append(self.current)
-        self.current = {}
 
 
 class Crash(Exception):
@@ -87,7 +74,7 @@ def toy_run(directory: Path | None, crash_at: int | None = None, *, every: int =
     loader = make_loader(NoisyDataset(10), 3, shuffle=True, num_workers=0, seed=0, drop_last=True)
     optimizer = create_optimizer(model.parameters(), 1e-2, 1e-4)
     scheduler = create_scheduler(optimizer, 3 * len(loader))
-    live = FakeLive()
+    live = RecordingLive()
     hooks = [TeacherHook(teacher, model, TeacherSchedule(0.9, 1.0, 3)), LiveHook(live, optimizer), CrashHook(crash_at)]
 
     def step(batch, state):
@@ -613,7 +600,7 @@ def test_train_cam_with_inf_lr_fails_naming_the_key_or_the_step_and_saves_no_mod
     exit status 1) before anything is saved."""
     import subprocess
 
-    import bao.train.cam
+    import bao.train.common
     import stages.train_cam
     from pipeline_utils import stage_argv
 
@@ -631,7 +618,7 @@ def test_train_cam_with_inf_lr_fails_naming_the_key_or_the_step_and_saves_no_mod
             stages.train_cam.main(argv)
     finally:
         params_file.write_text(original)
-    monkeypatch.setattr(bao.train.cam, "create_optimizer", lambda parameters, *args, **kwargs: torch.optim.AdamW(parameters, lr=float("inf")))
+    monkeypatch.setattr(bao.train.common, "create_optimizer", lambda parameters, *args, **kwargs: torch.optim.AdamW(parameters, lr=float("inf")))
     try:
         with pytest.raises(FloatingPointError, match=r"weights became non-finite in the optimizer step of step 1 \(epoch 1, batch 1/16\)"):
             stages.train_cam.main(argv)

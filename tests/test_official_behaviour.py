@@ -21,6 +21,7 @@ from bao.models.official import load_bao_weights
 from bao.train.bao import TeacherHook, bao_losses, make_teacher
 from bao.train.ema import TeacherSchedule
 from bao.train.engine import LoopState, create_scheduler
+from pipeline_utils import RecordingLive
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 CONFORMER_TEST = PARAMS.model.model_copy(update={"backbone": "conformer_test", "pretrained": False, "refine": "attention"})
@@ -280,17 +281,6 @@ def test_bao_head_init_official_and_pytorch():
     assert float(default.weight.abs().max()) <= bound and float(default.weight.std()) > 5 * 0.02
     with pytest.raises(ValueError, match="head_init"):
         BaoNet(net.cam_net, head_init="xavier")
-
-
-class RecordingLive:
-    def __init__(self):
-        self.metrics: list[tuple[str, float]] = []
-
-    def log_metric(self, name, value):
-        self.metrics.append((name, value))
-
-    def next_step(self):
-        pass
 
 
 def test_train_bao_with_a_checkpoint_loads_and_says_so(tmp_path, caplog):

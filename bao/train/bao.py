@@ -16,9 +16,9 @@ from bao.losses import balanced_soft_ce, classification_loss, smooth_targets, so
 from bao.models import BaoNet, create_bao_net
 from bao.models.official import load_bao_weights
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, load_model_state, make_loader, prepare_model
+from bao.train.common import LiveHook, load_model_state, training_parts
 from bao.train.ema import TeacherSchedule, copy_weights, ema_update
-from bao.train.engine import Hook, LoopState, create_optimizer, create_scheduler, train_loop
+from bao.train.engine import Hook, LoopState, train_loop
 
 
 log = logging.getLogger("bao")
@@ -113,14 +113,9 @@ def train_bao_net(
         return student, loaded_bao_metrics(student, cfg.checkpoint, live)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=student.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform)
-    loader = make_loader(
-        dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
-    )
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
-    net = prepare_model(student, device, runtime)
+    loader, net, optimizer, scheduler = training_parts(student, dataset, cfg, seed=seed, device=device, runtime=runtime)
     teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
-    optimizer = create_optimizer(student.parameters(), cfg.lr, cfg.weight_decay)
-    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
 
     def step(batch: dict, state: LoopState) -> dict[str, torch.Tensor]:
         images, labels = batch["image"], batch["labels"]

@@ -16,8 +16,8 @@ from bao.losses import classification_loss
 from bao.metrics import mean_average_precision
 from bao.models import CamNet, create_cam_net
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, make_loader, prepare_model
-from bao.train.engine import create_optimizer, create_scheduler, train_loop
+from bao.train.common import LiveHook, make_loader, training_parts
+from bao.train.engine import train_loop
 
 
 def train_cam_net(
@@ -36,12 +36,7 @@ def train_cam_net(
     model = create_cam_net(model_cfg, manifest.num_classes)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform)
-    loader = make_loader(
-        dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
-    )
-    net = prepare_model(model, device, runtime)
-    optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
-    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
+    loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime)
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_cls": classification_loss(net(batch["image"])["logits"], batch["labels"])}

@@ -15,7 +15,7 @@ from bao.distributed import get_rank, is_distributed, wrap_ddp
 from bao.io import CheckpointError, load_torch, save_torch
 from bao.models.backbones import load_state_strict
 from bao.runtime import seed_worker
-from bao.train.engine import Hook, LoopState
+from bao.train.engine import Hook, LoopState, create_optimizer, create_scheduler
 
 
 class ResumableBatchSampler(BatchSampler):
@@ -87,6 +87,21 @@ def prepare_model(model: nn.Module, device: torch.device, runtime: RuntimeConfig
         model.to(memory_format=torch.channels_last)
     wrapped = wrap_ddp(model, device)
     return torch.compile(wrapped) if runtime.compile else wrapped
+
+
+def training_parts(
+    model: nn.Module, dataset: Dataset, cfg, *, seed: int, device: torch.device, runtime: RuntimeConfig
+) -> tuple[DataLoader, nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """What every training stage builds the same way from its params section (``batch_size``, ``lr``,
+    ``weight_decay``, ``epochs``, ``lr_schedule``): the shuffled, resumable, sharded loader; the module
+    to call (on ``device``, DDP/compiled as ``runtime`` says); AdamW and its per-iteration schedule."""
+    loader = make_loader(
+        dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
+    )
+    net = prepare_model(model, device, runtime)
+    optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
+    return loader, net, optimizer, scheduler
 
 
 class LiveHook(Hook):

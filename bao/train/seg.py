@@ -13,8 +13,8 @@ from bao.data.transforms import train_transform
 from bao.losses import segmentation_loss
 from bao.models import create_deeplab
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, make_loader, prepare_model
-from bao.train.engine import create_optimizer, create_scheduler, train_loop
+from bao.train.common import LiveHook, training_parts
+from bao.train.engine import train_loop
 
 
 def train_segmentation_net(
@@ -33,12 +33,7 @@ def train_segmentation_net(
     model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
-    loader = make_loader(
-        dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
-    )
-    net = prepare_model(model, device, runtime)
-    optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
-    scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
+    loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime)
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}
