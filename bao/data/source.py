@@ -48,10 +48,9 @@ def id_problem(image_id: str) -> str | None:
         return "is empty"
     if image_id in (".", ".."):
         return "is '.' or '..'"
-    if "/" in image_id or "\\" in image_id:
-        return "contains a path separator, so it would leave its folder"
-    if any(ord(char) < 32 or ord(char) == 127 for char in image_id):
-        return "contains a NUL or other control character"
+    problem = _name_problem(image_id)
+    if problem:
+        return problem
     if len(image_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         return f"is longer than {MAX_ID_BYTES} bytes"
     return None
@@ -61,6 +60,11 @@ def file_name_problem(name: str) -> str | None:
     """Why ``name`` (an image named in a CSV or JSON) is not a plain file name in its folder."""
     if not name or name in (".", ".."):
         return "is not a file name"
+    return _name_problem(name)
+
+
+def _name_problem(name: str) -> str | None:
+    """What ids and file names share: no separator (it would leave its folder), no control character."""
     if "/" in name or "\\" in name:
         return "contains a path separator, so it would leave its folder"
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
