@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +26,8 @@ from bao.io import write_json
 from bao.metrics import ConfusionMatrix, confusion_counts
 
 POOLS = ("thread", "process")
-DEFAULT_POOL = "thread"
+DEFAULT_POOL = "thread"  # library callers may hold torch, CUDA or threads: nothing to fork
+CLI_POOL = "process"  # the command line holds none of them, and PNG decoding holds the GIL
 
 
 def default_workers() -> int:
@@ -59,9 +62,14 @@ def make_pool(kind: str, workers: int) -> Executor:
         raise ValueError(f"pool must be one of {POOLS}, got {kind!r}")
     if kind == "thread":
         return ThreadPoolExecutor(workers)
-    from concurrent.futures import ProcessPoolExecutor  # imports multiprocessing: only when asked for
+    import multiprocessing  # only when processes are asked for
+    from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(workers)
+    # fork starts a worker in milliseconds with the modules already imported; it is safe only in
+    # a process without threads (the CLI), so anywhere else the platform's default start is kept
+    single_threaded = threading.active_count() == 1 and "torch" not in sys.modules
+    fork = sys.platform.startswith("linux") and single_threaded
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if fork else None))
 
 
 def map_pairs(function: Callable, pairs: Sequence[tuple[Path, Path]], workers: int, pool: str) -> Iterator:
@@ -125,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ids", type=Path, help="file listing the ids to evaluate (default: every gt PNG)")
     parser.add_argument("--names", type=Path, help="file with one class name per line")
     parser.add_argument("--workers", type=int, default=None, help=f"decoding workers (default {default_workers()})")
-    parser.add_argument("--pool", choices=POOLS, default=DEFAULT_POOL, help="decode in threads or processes")
+    parser.add_argument("--pool", choices=POOLS, default=CLI_POOL, help=f"decode in threads or processes (default {CLI_POOL})")
     parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     args = parser.parse_args(argv)
     try:

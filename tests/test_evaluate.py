@@ -112,3 +112,20 @@ def test_prediction_of_another_height_or_width_is_refused(tmp_path, height, widt
     save_mask(pred, np.zeros((height, width), np.uint8))
     with pytest.raises(ValueError, match=f"{pred}: prediction size {width}x{height} differs from ground truth {gt} 80x60"):
         load_pair((gt, pred))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is chosen on Linux only")
+def test_cli_workers_are_forked_only_from_a_process_without_threads_or_torch():
+    """Forking is what makes processes cheap for the CLI; from a threaded process it could deadlock."""
+    script = (
+        "import multiprocessing, threading, time\n"
+        "from bao.evaluate import CLI_POOL, make_pool\n"
+        "assert CLI_POOL == 'process'\n"
+        "multiprocessing.set_start_method('spawn')  # so that the platform's choice differs from fork\n"
+        "with make_pool('process', 2) as pool: print(pool._mp_context.get_start_method())\n"
+        "threading.Thread(target=time.sleep, args=(2,), daemon=True).start()\n"
+        "with make_pool('process', 2) as pool: print(pool._mp_context.get_start_method())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["fork", "spawn"]
