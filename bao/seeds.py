@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bao.io import write_json
+from bao.io import atomic_path, write_json
 
 SEED_KEY = "seed"
 HEADLINE = ("pseudo_miou_bao", "baseline_best_miou", "val_miou", "pseudo_label_miou", "pseudo_miou_bao_crf", "bao_minus_best_baseline")
@@ -48,19 +48,24 @@ def _params(data: dict) -> dict:
             for key, value in _flatten(entry.get("data") or {}).items()}
 
 
-def _metrics(data: dict) -> dict:
-    """Numeric metrics by key; a key found in two files is named ``file:key``."""
+def _metrics(data: dict) -> tuple[dict, list[str]]:
+    """(numeric metrics by key, the keys whose value is NaN or inf); a key found in two files is
+    named ``file:key``."""
     per_file = {file: _flatten(entry.get("data") or {}) for file, entry in (data.get("metrics") or {}).items()}
     counts: dict[str, int] = {}
     for values in per_file.values():
         for key in values:
             counts[key] = counts.get(key, 0) + 1
-    metrics = {}
+    metrics, non_finite = {}, []
     for file, values in per_file.items():
         for key, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                metrics[key if counts[key] == 1 else f"{file}:{key}"] = float(value)
-    return metrics
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                name = key if counts[key] == 1 else f"{file}:{key}"
+                if math.isfinite(value):
+                    metrics[name] = float(value)
+                else:
+                    non_finite.append(name)
+    return metrics, sorted(non_finite)
 
 
 def experiment_records(exp_show: list) -> tuple[dict, list[dict]]:
@@ -76,9 +81,11 @@ def experiment_records(exp_show: list) -> tuple[dict, list[dict]]:
         state = ((experiment.get("executor") or {}).get("state") or "success").lower()
         if revision.get("error"):
             state = "failed"
+        metrics, non_finite = _metrics(data)
         records.append({
             "name": experiment.get("name") or revision.get("name") or revision.get("rev", "")[:7],
-            "state": state, "timestamp": data.get("timestamp") or "", "params": _params(data), "metrics": _metrics(data),
+            "state": state, "timestamp": data.get("timestamp") or "", "params": _params(data),
+            "metrics": metrics, "non_finite": non_finite,
         })
     return _params(baseline.get("data") or {}), records
 
@@ -87,7 +94,7 @@ def _seed_of(params: dict):
     return next((value for key, value in params.items() if key.endswith(f":{SEED_KEY}")), None)
 
 
-def summarize(exp_show: list, metric_names: tuple[str, ...] | None = None) -> dict:
+def summarize(exp_show: list) -> dict:
     """Mean, std (n - 1), min, max and per-seed values of every metric over the seed sweep."""
     base_params, records = experiment_records(exp_show)
     pending = [record["name"] for record in records if record["state"] in PENDING]
@@ -101,6 +108,8 @@ def summarize(exp_show: list, metric_names: tuple[str, ...] | None = None) -> di
         others = {key: value for key, value in record["params"].items() if not key.endswith(f":{SEED_KEY}")}
         if record["state"] != "success" or not record["metrics"]:
             skipped.append({"name": record["name"], "why": f"state {record['state']}, {len(record['metrics'])} metrics"})
+        elif record["non_finite"]:  # a diverged run is not averaged away: it is named as not counted
+            skipped.append({"name": record["name"], "why": f"non-finite metrics (diverged?): {', '.join(record['non_finite'])}"})
         elif others != fixed:
             changed = sorted(key.split(":", 1)[1] for key in set(others) | set(fixed) if others.get(key) != fixed.get(key))
             skipped.append({"name": record["name"], "why": f"params other than seed differ: {', '.join(changed)}"})
@@ -114,8 +123,6 @@ def summarize(exp_show: list, metric_names: tuple[str, ...] | None = None) -> di
                                "run `dvc exp run --queue -S 'seed=range(0,5)'` and `dvc queue start` first")
     runs = [chosen[seed] for seed in sorted(chosen)]
     names = sorted(set().union(*(run["metrics"] for run in runs)))
-    if metric_names:
-        names = [name for name in metric_names if name in names]
     metrics = {}
     for name in names:
         values = [run["metrics"][name] for run in runs if name in run["metrics"]]
@@ -131,11 +138,14 @@ def markdown_table(summary: dict, rows: tuple[str, ...] = HEADLINE) -> str:
     """The headline metrics (those present; every metric when none is) as mean +- std."""
     names = [name for name in rows if name in summary["metrics"]] or list(summary["metrics"])
     seeds = ", ".join(map(str, summary["seeds"]))
-    lines = [f"Seeds {seeds} ({len(summary['seeds'])} runs)", "", "| metric | mean ± std | min | max |", "|---|---|---|---|"]
+    runs = len(summary["seeds"])
+    lines = [f"Seeds {seeds} ({runs} runs)", "", "| metric | mean ± std | min | max | n |", "|---|---|---|---|---|"]
     for name in names:
         entry = summary["metrics"][name]
         std = "n/a" if entry["std"] is None else f"{entry['std']:.4f}"
-        lines.append(f"| {name} | {entry['mean']:.4f} ± {std} | {entry['min']:.4f} | {entry['max']:.4f} |")
+        lines.append(f"| {name} | {entry['mean']:.4f} ± {std} | {entry['min']:.4f} | {entry['max']:.4f} | {entry['n']} |")
+    if summary["skipped"]:
+        lines += ["", "Not counted: " + "; ".join(f"{item['name']} ({item['why']})" for item in summary["skipped"])]
     return "\n".join(lines) + "\n"
 
 
@@ -179,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(summary)
     write_json(args.out, summary)
     Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.table).write_text(table)
+    with atomic_path(args.table) as temp:
+        temp.write_text(table)
     print(table, end="")
     for item in summary["skipped"]:
         print(f"skipped {item['name']}: {item['why']}", file=sys.stderr)

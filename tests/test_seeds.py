@@ -53,6 +53,20 @@ def test_experiments_changing_other_params_or_unfinished_are_not_mixed_in():
         summarize(exp_show)
 
 
+def test_a_seed_with_a_non_finite_metric_is_named_not_averaged_away():
+    """A diverged seed must show: it is left out of the statistics and listed in the table."""
+    exp_show = _captured()
+    diverged = exp_show[1]["experiments"][1]
+    metrics_file = next(iter(diverged["revs"][0]["data"]["metrics"].values()))
+    metrics_file["data"]["pseudo_miou_bao"] = float("nan")
+    summary = summarize(exp_show)
+    assert len(summary["seeds"]) == 2 and summary["metrics"]["pseudo_miou_bao"]["n"] == 2
+    [skipped] = summary["skipped"]
+    assert skipped["name"] == diverged["name"] and "non-finite metrics (diverged?): pseudo_miou_bao" in skipped["why"]
+    table = markdown_table(summary)
+    assert "(2 runs)" in table and f"Not counted: {diverged['name']} (non-finite" in table
+
+
 def test_no_experiment_is_a_clear_error():
     exp_show = _captured()
     exp_show[1]["experiments"] = None
