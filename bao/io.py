@@ -8,6 +8,7 @@ import fcntl
 import glob
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -172,9 +173,25 @@ def exclusive_lock(directory: str | Path, what: str) -> Iterator[None]:
         os.close(handle)  # closing releases the lock
 
 
+def _non_finite_keys(data: Any, prefix: str = "") -> list[str]:
+    if isinstance(data, float):
+        return [] if math.isfinite(data) else [prefix or "(top level)"]
+    if isinstance(data, dict):
+        return [key for name, value in data.items() for key in _non_finite_keys(value, f"{prefix}.{name}" if prefix else str(name))]
+    if isinstance(data, (list, tuple)):
+        return [key for index, value in enumerate(data) for key in _non_finite_keys(value, f"{prefix}[{index}]")]
+    return []
+
+
 def write_json(path: str | Path, data: Any) -> None:
+    """Strict JSON: a NaN or inf (which json would write as the non-standard NaN/Infinity) is an
+    error naming the keys, and nothing is written; a missing number is None (null)."""
+    bad = _non_finite_keys(data)
+    if bad:
+        shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise ValueError(f"{path}: refusing to write non-finite numbers at {shown}")
     with atomic_path(path) as temp:
-        temp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        temp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:

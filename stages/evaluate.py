@@ -25,15 +25,16 @@ def main(argv: list[str] | None = None) -> None:
     model = create_deeplab(seg.backbone, manifest.num_classes + 1, False, seg.output_stride)
     load_model_state(args.model, model, manifest.classes)
     # predictions and metrics commit as one unit: a failure leaves the previous ones as they were;
-    # under torchrun every process predicts its shard into the staging directory and rank 0 scores them all
+    # under torchrun every process predicts its shard into the staging directory, then scores its
+    # share of both splits; the counts are summed and rank 0 writes the metrics
     with shared_atomic_outputs(args.out, args.metrics) as (predictions, metrics_json):
         predictions.mkdir(exist_ok=True)
         predict_split(model.to(device), manifest, "val", predictions, device=device, num_workers=runtime.loader_workers, runtime=runtime)
         barrier()
+        val = score_predictions(manifest, "val", predictions, runtime.io_threads)
+        pseudo = score_predictions(manifest, "train", args.pseudo_labels, runtime.io_threads)
+        metrics = evaluation_metrics(val, pseudo)
         if is_main_process():
-            val = score_predictions(manifest, "val", predictions, runtime.io_threads)
-            pseudo = score_predictions(manifest, "train", args.pseudo_labels, runtime.io_threads)
-            metrics = evaluation_metrics(val, pseudo)
             write_json(metrics_json, headline_first(metrics, HEADLINE))
     if is_main_process():
         log.info("val mIoU=%s, pseudo-label mIoU=%s", metrics["val_miou"], metrics["pseudo_label_miou"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -13,11 +14,13 @@ from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.palette import save_mask
 from bao.data.transforms import eval_transform
-from bao.distributed import is_main_process
+from bao.distributed import is_main_process, shard
 from bao.evaluate import evaluate_pairs
 from bao.io import BoundedPool
 from bao.infer.predict import predict_segmentation, shard_dataset
 from bao.train.common import make_loader
+
+log = logging.getLogger("bao")
 
 
 def predict_split(
@@ -37,13 +40,21 @@ def predict_split(
 
 def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: int | None = None) -> dict | None:
     """mIoU of ``pred_dir/<id>.png`` against the split's ground-truth masks, keyed by class name;
-    None when the split has no mask at all (a folder dataset without masks/)."""
+    None when the split has no mask, or only masks whose every pixel is ignored (255).
+
+    Under ``torchrun`` every process scores its share of the images and the counts are summed, so
+    no process waits at a collective while one scores them all; call it on every process."""
     rows = manifest.split(split)
     rows = rows[rows["mask_path"] != ""]
     if rows.empty:
         return None
     pairs = [(manifest.resolve(row.mask_path), Path(pred_dir) / f"{row.image_id}.png") for row in rows.itertuples()]
-    return evaluate_pairs(pairs, manifest.num_classes + 1, workers).compute(["background", *manifest.classes])
+    matrix = evaluate_pairs(shard(pairs), manifest.num_classes + 1, workers)
+    matrix.all_reduce()
+    if not matrix.matrix.any():
+        log.warning("%s: every ground-truth pixel of the %d masks is ignored (255); no mIoU", split, len(pairs))
+        return None
+    return matrix.compute(["background", *manifest.classes])
 
 
 def evaluation_metrics(val: dict | None, pseudo: dict | None) -> dict:
