@@ -2,7 +2,6 @@
 
 from bao.data.prepare import prepare_dataset
 from bao.distributed import launch_rank
-from bao.io import write_json
 from bao.stage import log, stage_parser, start_stage
 
 
@@ -14,8 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     if launch_rank() != 0:  # under torchrun one process prepares; the others have nothing to do
         return
     params, runtime, _ = start_stage("prepare", args.params, args.runtime, distributed=False)
-    summary = prepare_dataset(params.data, args.out, workers=runtime.io_threads)
-    write_json(args.metrics, summary)
+    summary = prepare_dataset(params.data, args.out, workers=runtime.io_threads, summary_path=args.metrics)
     log.info("%s", summary["num_images"])
 
 

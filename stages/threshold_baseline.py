@@ -4,7 +4,7 @@ from bao.data.manifest import read_manifest
 from bao.distributed import is_main_process
 from bao.infer.pipeline import threshold_sweep
 from bao.infer.report import per_image_plot_rows
-from bao.io import write_csv, write_json
+from bao.io import atomic_outputs, write_csv, write_json
 from bao.models import create_cam_net
 from bao.stage import log, stage_parser, start_stage
 from bao.train.common import load_model_state
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime=runtime)
     if not is_main_process():
         return
-    write_csv(args.per_image_plot, per_image_plot_rows(sweep))
-    write_json(args.sweep, sweep)
+    with atomic_outputs(args.per_image_plot, args.sweep) as (per_image_plot, sweep_json):  # committed as one unit
+        write_csv(per_image_plot, per_image_plot_rows(sweep))
+        write_json(sweep_json, sweep)
     if sweep["best"] is None:
         log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")
     else:

@@ -195,6 +195,17 @@ def test_list_file_naming_a_missing_id(tmp_path):
     assert f"{lists}: line 3: names image '2011_999999', but {voc / 'JPEGImages' / '2011_999999.jpg'} does not exist" in message
 
 
+def test_empty_list_file_is_named_even_after_another_problem(tmp_path):
+    """The problem list is shared by the whole dataset: an earlier file's problem must not hide this one."""
+    voc = write_voc(tmp_path / "VOC2012")
+    lists = voc / "ImageSets" / "Segmentation"
+    (lists / "train.txt").write_text((lists / "train.txt").read_text() + "../x\n")
+    (lists / "val.txt").write_text("\n")
+    message = _fails(data_config("voc", voc), tmp_path)
+    assert f"{lists / 'train.txt'}: line 3: image id '../x'" in message
+    assert f"{lists / 'val.txt'}: split list is empty" in message
+
+
 def test_missing_list_file(tmp_path):
     voc = write_voc(tmp_path / "VOC2012")
     (voc / "ImageSets" / "Segmentation" / "val.txt").unlink()
@@ -300,14 +311,17 @@ def test_every_problem_is_reported_not_only_the_first(folder, tmp_path):
 
 
 def test_a_failed_run_leaves_the_previous_output_intact(folder, tmp_path):
-    out = tmp_path / "out"
-    prepare_dataset(data_config("folder", folder), out)
+    out, summary = tmp_path / "out", tmp_path / "prepare.json"
+    returned = prepare_dataset(data_config("folder", folder), out, summary_path=summary)
+    assert json.loads(summary.read_text()) == json.loads(json.dumps(returned))  # the stage's metrics file
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    summary_before = summary.read_bytes()
     (folder / "images" / "img_001.jpg").unlink()
     with pytest.raises(DatasetError):
-        prepare_dataset(data_config("folder", folder), out)
+        prepare_dataset(data_config("folder", folder), out, summary_path=summary)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "out"]
+    assert summary.read_bytes() == summary_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "out", "prepare.json"]
 
 
 def test_missing_root_and_labels_file(tmp_path):

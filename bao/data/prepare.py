@@ -12,6 +12,7 @@ A lock on the output's parent directory keeps two runs from writing it at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from bao.data.manifest import write_manifest
 from bao.data.source import RootGuard, Source
 from bao.data.validate import DatasetError, convert_images, validate_table
 from bao.data.voc import VOC_CLASSES, read_voc
-from bao.io import atomic_dir, exclusive_lock
+from bao.io import atomic_dir, atomic_path, exclusive_lock, write_json
 
 SYNTHETIC_DIR = "synthetic"
 log = logging.getLogger("bao")
@@ -67,33 +68,39 @@ def _source_root(cfg: DataConfig, staging: Path) -> Path:
     return root
 
 
-def prepare_dataset(cfg: DataConfig, out_dir: str | Path, *, workers: int = 2) -> dict:
+def prepare_dataset(cfg: DataConfig, out_dir: str | Path, *, workers: int = 2, summary_path: str | Path | None = None) -> dict:
     """Write ``out_dir`` (manifest, classes, and any generated images or masks) atomically;
     ``workers`` threads decode images while validating them (the synthetic data's seed is
-    ``cfg.synthetic.seed``, not the training seed)."""
+    ``cfg.synthetic.seed``, not the training seed). The counts it returns are also written to
+    ``summary_path`` if given: staged with the directory and renamed right after it, so a failure
+    leaves the previous pair, never a new directory next to old counts."""
     out_dir = Path(out_dir)
     # The lock is on the output's parent directory, which outlives the output's replacement
-    with exclusive_lock(out_dir.parent, str(out_dir)), atomic_dir(out_dir) as staging:
-        root = _source_root(cfg, staging)
-        guard = RootGuard.of([root, _sbd_root(cfg), staging], allow_outside=cfg.allow_outside_root)
-        # Stored paths are relative to the final directory; the staging directory is its sibling,
-        # so resolving them against it during validation reaches the same files.
-        problems: list[str] = []
-        source = read_source(cfg, root, out_dir, staging, problems=problems, guard=guard)
-        if problems and source.table.empty:
-            raise DatasetError(problems)
-        conversions = validate_table(
-            source.table, len(source.classes), staging, problems, workers=workers, guard=guard, max_pixels=cfg.max_image_pixels
-        )
-        if problems:
-            raise DatasetError(problems)
-        table = source.table
-        converted = convert_images(table, conversions, staging, staging, max_pixels=cfg.max_image_pixels)
-        if converted:
-            log.warning("converted %d image(s) to 8-bit RGB copies: %s", sum(converted.values()), dict(converted))
-        finished = source.finish(staging, table) if source.finish is not None else {}
-        write_manifest(staging, table, list(source.classes), {"dataset": cfg.dataset})
-    return summarize(table, source.classes) | {"converted_images": dict(converted), "source": {**source.info, **finished}}
+    with exclusive_lock(out_dir.parent, str(out_dir)), contextlib.ExitStack() as after_the_directory:
+        with atomic_dir(out_dir) as staging:
+            root = _source_root(cfg, staging)
+            guard = RootGuard.of([root, _sbd_root(cfg), staging], allow_outside=cfg.allow_outside_root)
+            # Stored paths are relative to the final directory; the staging directory is its sibling,
+            # so resolving them against it during validation reaches the same files.
+            problems: list[str] = []
+            source = read_source(cfg, root, out_dir, staging, problems=problems, guard=guard)
+            if problems and source.table.empty:
+                raise DatasetError(problems)
+            conversions = validate_table(
+                source.table, len(source.classes), staging, problems, workers=workers, guard=guard, max_pixels=cfg.max_image_pixels
+            )
+            if problems:
+                raise DatasetError(problems)
+            table = source.table
+            converted = convert_images(table, conversions, staging, staging, max_pixels=cfg.max_image_pixels)
+            if converted:
+                log.warning("converted %d image(s) to 8-bit RGB copies: %s", sum(converted.values()), dict(converted))
+            finished = source.finish(staging, table) if source.finish is not None else {}
+            write_manifest(staging, table, list(source.classes), {"dataset": cfg.dataset})
+            summary = summarize(table, source.classes) | {"converted_images": dict(converted), "source": {**source.info, **finished}}
+            if summary_path is not None:  # staged now, renamed once the directory is in place
+                write_json(after_the_directory.enter_context(atomic_path(summary_path)), summary)
+    return summary
 
 
 def summarize(table: pd.DataFrame, classes: tuple[str, ...]) -> dict:

@@ -44,6 +44,7 @@ def read_split_ids(list_file: Path, problems: list[str], guard: RootGuard = ANYW
     if text is None:
         return {}
     ids: dict[str, int] = {}
+    problems_before = len(problems)  # the list is shared by the whole dataset: count this file's own
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -55,7 +56,7 @@ def read_split_ids(list_file: Path, problems: list[str], guard: RootGuard = ANYW
             problems.append(f"{list_file}: line {number}: image id {image_id!r} repeats line {ids[image_id]}")
         else:
             ids[image_id] = number
-    if not ids and not problems:
+    if not ids and len(problems) == problems_before:
         problems.append(f"{list_file}: split list is empty")
     return ids
 
