@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
-            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, bao=gallery, threshold=gallery_t)
+            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, bao=gallery, threshold=gallery_t, runtime=runtime)
             save_gallery(gallery_png, rows, gallery_t, oracle)
             write_csv(sweep_plot, sweep_plot_rows(sweep, results["bao"]))
             write_csv(Path(per_class_dir) / "bao.csv", per_class_rows(results["bao"], names))

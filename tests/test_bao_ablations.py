@@ -13,9 +13,10 @@ import torch
 from torch.nn import functional as F
 
 import bao.train.bao as bao_training
-from bao.config import DataConfig, SyntheticConfig, load_params
+from bao.config import DataConfig, RuntimeConfig, SyntheticConfig, load_params
 from bao.data.manifest import read_manifest
 from bao.data.prepare import prepare_dataset
+from bao.infer import pipeline
 from bao.infer.pipeline import bao_pseudo_labels, gallery_rows
 from bao.losses import balanced_soft_ce, smooth_targets, soft_ce, teacher_targets
 from bao.models import CamNet, create_bao_net
@@ -131,7 +132,12 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
     for name in ("bao", "bao_crf"):
         assert 0.0 <= results[name]["miou"] <= 1.0
     assert len(gallery) == 2 and all({"bao", "bao_crf", "background"} <= set(g) for g in gallery.values())
-    rows = gallery_rows(cam_net, manifest, pseudo_cfg, device, bao=gallery, threshold=0.3)
+    seen_options = []
+    real_iterate = pipeline.iterate_multiscale
+    monkeypatch.setattr(pipeline, "iterate_multiscale", lambda *a, **kw: seen_options.append((kw["amp"], kw["channels_last"])) or real_iterate(*a, **kw))
+    runtime = RuntimeConfig(amp=False, channels_last=True)
+    rows = gallery_rows(cam_net, manifest, pseudo_cfg, device, bao=gallery, threshold=0.3, runtime=runtime)
+    assert seen_options == [(False, True)]  # the baseline panel runs as the stage's sweep ran
     assert all(row["baseline"].shape == row["image"].shape[:2] == row["gt"].shape for row in rows)
     assert np.isfinite(rows[0]["background"]).all()
     save_gallery(tmp_path / "gallery.png", rows, 0.3)
@@ -172,8 +178,6 @@ def test_training_transforms_use_the_backbones_normalization(manifest, monkeypat
 
 def test_inference_images_use_the_models_normalization(manifest, monkeypatch):
     """Pseudo-labelling loads uint8 images and normalises each resized scale with the model's mean/std."""
-    import bao.infer.pipeline as pipeline
-    from bao.config import RuntimeConfig
 
     seen = {}
 

@@ -184,22 +184,26 @@ def bao_pseudo_labels(
     return {name: group[0].compute(names) if group[0].matrix.sum() else None for name, group in matrices.items()}, gallery
 
 
-def baseline_labels(cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, indices, threshold: float) -> dict[int, np.ndarray]:
-    """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery)."""
+def baseline_labels(
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, indices, threshold: float, runtime: RuntimeConfig | None = None
+) -> dict[int, np.ndarray]:
+    """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery), with
+    the stage's runtime settings (AMP, channels_last) so they match what the sweep scored."""
     dataset = ImageLabelDataset(manifest, "train")
     loader = make_loader(Subset(dataset, list(indices)), 1, shuffle=False, num_workers=0, seed=0, collate_fn=collate_full_size)  # a few gallery images
     labels_by_index = {}
-    for index, maps, labels in _multiscale(cam_net, loader, device, cfg, with_am=False, desc="baseline gallery", runtime=RuntimeConfig()):
+    for index, maps, labels in _multiscale(cam_net, loader, device, cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 
 
 def gallery_rows(
-    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, bao: dict[int, dict], threshold: float
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, bao: dict[int, dict], threshold: float,
+    runtime: RuntimeConfig | None = None,
 ) -> list[dict]:
     """Everything a gallery row shows: image, ground truth, the baseline at ``threshold``, BAO's maps."""
     dataset = ImageLabelDataset(manifest, "train")
-    baseline = baseline_labels(cam_net, manifest, cfg, device, indices=bao, threshold=threshold)
+    baseline = baseline_labels(cam_net, manifest, cfg, device, indices=bao, threshold=threshold, runtime=runtime)
     rows = []
     for index, maps in bao.items():
         image = load_image(manifest.resolve(dataset.rows.at[index, "image_path"]))
