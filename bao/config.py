@@ -23,6 +23,8 @@ RUNTIME_ENV_PREFIX = "BAO_RUNTIME_"  # BAO_RUNTIME_LOADER_WORKERS=4 overrides ru
 # What an optional raw input (data.sbd_root, model.checkpoint) is set to when not given: DVC deps
 # are templated from these keys and must name an existing path, so "none" is a committed file.
 NO_INPUT = "data/none"
+PILLOW_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit: data.max_image_pixels' default
+DEFAULT_DIST_TIMEOUT_S = 600  # runtime.dist_timeout_s' default
 SYNTHETIC_NUM_SHAPES = 8  # len(bao.data.synthetic.SYNTHETIC_CLASSES); a test keeps them equal
 
 
@@ -72,7 +74,7 @@ class DataConfig(Section):
     cache_dir: str = "data/cache"
     folder: FolderConfig = FolderConfig()
     # Hostile input: images over this many pixels are listed as problems (decompression bombs)
-    max_image_pixels: int = Field(default=89_478_485, ge=1)
+    max_image_pixels: int = Field(default=PILLOW_MAX_PIXELS, ge=1)
     # Files reached through ``..`` or symlinks out of root (and sbd_root) are refused unless true
     allow_outside_root: bool = False
 
@@ -158,6 +160,15 @@ class PseudoLabelConfig(Section):
     # geometric: maps drawn where the network saw them; official: the official code's bilinear resize
     align: Literal["geometric", "official"] = "geometric"
 
+    @field_validator("thresholds")
+    @classmethod
+    def _increasing(cls, thresholds: tuple[float, ...]) -> tuple[float, ...]:
+        """Ties between thresholds go to the smallest t, which is the first only in increasing order."""
+        for index, (low, high) in enumerate(zip(thresholds, thresholds[1:]), start=1):
+            if high <= low:
+                raise ValueError(f"must increase strictly: entry {index} ({high}) follows {low}")
+        return thresholds
+
 
 class CrfConfig(Section):
     """Dense CRF refinement of pseudo-labels (unary from the labels, Gaussian + bilateral pairwise)."""
@@ -203,7 +214,7 @@ class RuntimeConfig(Section):
     io_threads: int = Field(default=2, ge=1)  # threads decoding images in prepare and scoring masks in evaluate
     crf_workers: int = Field(default=2, ge=0)  # CRF worker processes; 0 = in the stage's process
     checkpoint_every: int = Field(default=200, ge=0)  # optimizer steps between resume checkpoints (and each epoch end); 0 = epoch ends only
-    dist_timeout_s: int = Field(default=600, ge=1)  # torchrun: longest wait of one process for the others (a stuck peer)
+    dist_timeout_s: int = Field(default=DEFAULT_DIST_TIMEOUT_S, ge=1)  # torchrun: longest wait of one process for the others (a stuck peer)
 
 
 class Params(Section):

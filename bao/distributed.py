@@ -15,13 +15,15 @@ import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from bao.config import DEFAULT_DIST_TIMEOUT_S
 
-DEFAULT_TIMEOUT_S = 600
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -54,7 +56,7 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed(device_type: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
+def init_distributed(device_type: str, timeout_s: int = DEFAULT_DIST_TIMEOUT_S) -> bool:
     """Join the ``torchrun`` process group (NCCL on CUDA, gloo on CPU); False when not launched by it.
 
     ``timeout_s`` bounds every collective (a barrier waiting for a process that is stuck); a
@@ -154,9 +156,9 @@ def gather_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
     return gathered
 
 
-def shard(indices: Sequence[int]) -> list[int]:
+def shard(items: Sequence[T]) -> list[T]:
     """This process's share of an inference workload: every world-size-th item, no padding, no repeats."""
-    return list(indices[get_rank() :: get_world_size()])
+    return list(items[get_rank() :: get_world_size()])
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -184,24 +186,4 @@ def shared_atomic_outputs(*targets):
             barrier()
     else:
         yield [Path(path) for path in broadcast_object(None)]
-        barrier()
-
-
-@contextlib.contextmanager
-def shared_atomic_dir(path):
-    """``bao.io.atomic_dir`` for a directory every process fills with its own shard of files:
-    rank 0 creates the staging directory and, once all processes are done, commits it."""
-    from bao.io import atomic_dir
-
-    if not is_distributed():
-        with atomic_dir(path) as staging:
-            yield staging
-        return
-    if is_main_process():
-        with atomic_dir(path) as staging:
-            broadcast_object(str(staging))
-            yield staging
-            barrier()
-    else:
-        yield Path(broadcast_object(None))
         barrier()

@@ -156,16 +156,13 @@ def read_exp_show(cwd: str | Path = ".") -> list:
     return json.loads(result.stdout)
 
 
-def wait_for_queue(cwd: str | Path = ".", poll_s: float = 10.0, timeout_s: float | None = None) -> list:
+def wait_for_queue(cwd: str | Path = ".", poll_s: float = 10.0) -> list:
     """``dvc exp show --json`` once no experiment of this commit is queued or running."""
-    started = time.monotonic()
     while True:
         exp_show = read_exp_show(cwd)
         pending = [r["name"] for r in experiment_records(exp_show)[1] if r["state"] in PENDING]
         if not pending:
             return exp_show
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            raise SeedSummaryError(f"still queued or running after {timeout_s:.0f} s: {', '.join(pending)}")
         time.sleep(poll_s)
 
 

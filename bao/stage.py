@@ -6,20 +6,42 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import logging
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from bao.config import PARAMS_FILE, RUNTIME_FILE, Params, RuntimeConfig, load_params, load_runtime
 from bao.distributed import get_rank, get_world_size, init_distributed, is_main_process, leave_process_group
-from bao.io import atomic_dir
 from bao.runtime import resolve_device, seed_everything
 
-# (params, runtime, manifest, device, live, resume directory) -> (trained model, final metrics)
-TrainFn = Callable[..., tuple[torch.nn.Module, dict[str, float]]]
+if TYPE_CHECKING:  # the manifest module imports pandas: only where a stage reads one
+    from bao.data.manifest import Manifest
+
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+    """What ``run_training_stage`` hands a stage's training function."""
+
+    params: Params
+    runtime: RuntimeConfig
+    manifest: Manifest
+    device: torch.device
+    live: object  # DVCLive's Live on rank 0, NullLive elsewhere
+    resume_dir: Path
+
+    def loop_options(self) -> dict:
+        """The keyword arguments every ``train_*_net`` takes alike."""
+        return {"device": self.device, "seed": self.params.seed, "live": self.live, "resume_dir": self.resume_dir, "runtime": self.runtime}
+
+
+# a StageRun -> (trained model, final metrics)
+TrainFn = Callable[[StageRun], tuple[torch.nn.Module, dict[str, float]]]
 
 log = logging.getLogger("bao")
 
@@ -65,20 +87,6 @@ class NullLive:
     def log_metric(self, *args, **kwargs) -> None: ...
 
     def next_step(self) -> None: ...
-
-
-@contextlib.contextmanager
-def open_live(directory: str | Path) -> Iterator:
-    """A DVCLive logger that leaves dvc.yaml alone (plots are declared there by hand); rank 0 only.
-
-    It writes into a temporary directory that replaces ``directory`` only when the block ends
-    without error, so a failed run never leaves partial metrics or plots behind.
-    """
-    if not is_main_process():
-        yield NullLive()
-        return
-    with atomic_dir(directory) as staging, live_logger(staging) as live:
-        yield live
 
 
 @contextlib.contextmanager
@@ -132,7 +140,7 @@ def run_training_stage(name: str, args: argparse.Namespace, train: TrainFn) -> N
     manifest = read_manifest(args.prepared)
     with resume_dir(args.resume) as checkpoints, shared_atomic_outputs(args.model_out, args.live) as (model_file, live_dir):
         with live_logger(live_dir) as live:
-            model, metrics = train(params, runtime, manifest, device, live, checkpoints)
+            model, metrics = train(StageRun(params, runtime, manifest, device, live, checkpoints))
             if is_main_process():
                 save_model(model_file, model, {"classes": list(manifest.classes), "seed": params.seed})
             for metric, value in metrics.items():

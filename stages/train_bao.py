@@ -8,8 +8,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = training_stage_parser(__doc__)
     parser.add_argument("--cam-model", required=True, help="the trained CAM network (BAO's starting point)")
     args = parser.parse_args(argv)
-    run_training_stage("train_bao", args, lambda params, runtime, manifest, device, live, checkpoints: train_bao_net(
-        manifest, params.model, params.bao, args.cam_model, device=device, seed=params.seed, live=live, resume_dir=checkpoints, runtime=runtime))
+    run_training_stage("train_bao", args, lambda run: train_bao_net(
+        run.manifest, run.params.model, run.params.bao, args.cam_model, **run.loop_options()))
 
 
 if __name__ == "__main__":

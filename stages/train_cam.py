@@ -6,8 +6,8 @@ from bao.train.cam import train_cam_net
 
 def main(argv: list[str] | None = None) -> None:
     args = training_stage_parser(__doc__).parse_args(argv)
-    run_training_stage("train_cam", args, lambda params, runtime, manifest, device, live, checkpoints: train_cam_net(
-        manifest, params.model, params.train_cam, device=device, seed=params.seed, live=live, resume_dir=checkpoints, runtime=runtime))
+    run_training_stage("train_cam", args, lambda run: train_cam_net(
+        run.manifest, run.params.model, run.params.train_cam, **run.loop_options()))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = training_stage_parser(__doc__)
     parser.add_argument("--pseudo-labels", required=True, help="directory of pseudo-label PNGs")
     args = parser.parse_args(argv)
-    run_training_stage("train_seg", args, lambda params, runtime, manifest, device, live, checkpoints: train_segmentation_net(
-        manifest, args.pseudo_labels, params.train_seg, device=device, seed=params.seed, live=live, resume_dir=checkpoints, runtime=runtime))
+    run_training_stage("train_seg", args, lambda run: train_segmentation_net(
+        run.manifest, args.pseudo_labels, run.params.train_seg, **run.loop_options()))
 
 
 if __name__ == "__main__":

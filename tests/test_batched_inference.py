@@ -1,14 +1,14 @@
-"""The batched multi-scale path gives the per-image reference's maps and pseudo-labels."""
+"""A batch of images gives the maps and pseudo-labels of the same images one at a time."""
 
 import torch
 from torch.utils.data import DataLoader
 
 from bao.config import ModelConfig
-from bao.infer.multiscale import batched_multiscale_maps, multiscale_maps
+from bao.infer.multiscale import batched_multiscale_maps
 from bao.infer.predict import collate_full_size, iterate_multiscale, map_forward
-from bao.infer.pseudo import bao_pseudo_label
 from bao.models import create_bao_net
 from bao.models.geometry import FeatureGeometry
+from inference_reference import bao_pseudo_label, one_image_maps
 
 PIXEL_GRID = lambda size: FeatureGeometry((1.0, 1.0), (0.0, 0.0))  # noqa: E731  (maps at input resolution)
 SIZES = [(20, 30), (24, 24), (20, 30), (17, 41), (24, 24)]
@@ -38,7 +38,7 @@ def test_batched_equals_per_image_exactly_for_a_per_sample_forward():
 
     batched = batched_multiscale_maps(forward, images, labels, scales=[8, 13, 16], flip=True, geometry=PIXEL_GRID)
     for image, row, maps in zip(images, labels, batched):
-        reference = multiscale_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, [8, 13, 16], True, geometry=PIXEL_GRID)
+        reference = one_image_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, [8, 13, 16], True, geometry=PIXEL_GRID)
         assert set(maps) == {"a", "b"}
         for name in maps:
             assert maps[name].shape == reference[name].shape
@@ -68,7 +68,7 @@ def test_pseudo_labels_of_the_batched_loader_equal_the_per_image_path():
     forward = map_forward(net, device, with_am=True)
     with torch.no_grad():
         for index, (image, row) in enumerate(zip(images, labels)):
-            reference = multiscale_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, scales, True, geometry=net.feature_geometry)
+            reference = one_image_maps(lambda b, row=row: forward(b, row[None].expand(b.shape[0], -1)), image, scales, True, geometry=net.feature_geometry)
             maps, batched_row = batched[index]
             assert torch.equal(batched_row, row)
             for name in ("cams", "background"):

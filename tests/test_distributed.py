@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def train(model_to_call: nn.Module, model: nn.Module, loader, seen: list) -> lis
 def _rank_main(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
-    from bao.distributed import init_distributed, is_main_process, shared_atomic_dir
+    from bao.distributed import init_distributed, is_main_process, shared_atomic_outputs
     from bao.metrics import ConfusionMatrix
     from bao.train.common import make_loader, prepare_model
 
@@ -61,10 +62,11 @@ def _rank_main(rank: int, port: int, out_dir: str) -> None:
     matrix = ConfusionMatrix(3)
     matrix.update(np.full((2, 2), rank, np.uint8), np.full((2, 2), rank + 1, np.uint8))
     matrix.all_reduce()
-    with shared_atomic_dir(os.path.join(out_dir, "shards")) as staging:
+    with shared_atomic_outputs(os.path.join(out_dir, "shards")) as (staging,):
+        staging.mkdir(exist_ok=True)
         (staging / f"rank{rank}.txt").write_text(str(rank))
     if is_main_process():
-        (staging.parent / "written_by_main_only.txt").write_text("0")
+        Path(out_dir, "written_by_main_only.txt").write_text("0")
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     torch.save({"seen": seen, "history": history, "state": state, "matrix": torch.from_numpy(matrix.matrix)}, os.path.join(out_dir, f"rank{rank}.pt"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -20,10 +21,10 @@ from torch.utils.data import Dataset
 
 from bao.config import SYNTHETIC_NUM_SHAPES, ParamsError, load_params
 from bao.data.synthetic import SYNTHETIC_CLASSES
-from bao.io import CheckpointError, atomic_dir, write_json
+from bao.io import CheckpointError, atomic_dir, atomic_outputs, write_json
 from bao.models import create_cam_net
 from bao.runtime import seed_everything
-from bao.stage import open_live, resume_dir
+from bao.stage import live_logger, resume_dir
 from bao.train.bao import TeacherHook
 from bao.train.checkpoint import RESUME_FILE, CheckpointHook
 from bao.train.common import LiveHook, load_model_state, make_loader, save_model
@@ -245,14 +246,21 @@ def _no_temp_left(directory: Path) -> bool:
     return not [path for path in directory.iterdir() if path.name.startswith(".")]
 
 
+@contextlib.contextmanager
+def staged_live(directory):
+    """DVCLive in a staging directory that replaces ``directory`` on success, as the stages use it."""
+    with atomic_outputs(directory) as (staging,), live_logger(staging) as live:
+        yield live
+
+
 def test_failed_dvclive_run_leaves_previous_metrics_and_plots(tmp_path):
     target = tmp_path / "dvclive/train_cam"
-    with open_live(target) as live:
+    with staged_live(target) as live:
         live.log_metric("train/loss", 1.0)
         live.next_step()
         live.summary["final_loss"] = 1.0
     before = {path: path.read_bytes() for path in target.rglob("*") if path.is_file()}
-    with pytest.raises(RuntimeError), open_live(target) as live:
+    with pytest.raises(RuntimeError), staged_live(target) as live:
         live.log_metric("train/loss", 2.0)
         live.next_step()
         raise RuntimeError("killed mid-training")
@@ -419,6 +427,8 @@ def _set(dotted: str, value):
     ("pseudo_label.scales", [96, 0, 128], "pseudo_label.scales.1: Input should be greater than 0 (got 0)"),
     ("pseudo_label.thresholds", [0.1, 1.2], "pseudo_label.thresholds.1: Input should be less than 1"),
     ("pseudo_label.align", "corners", "pseudo_label.align: Input should be 'geometric' or 'official'"),
+    ("pseudo_label.thresholds", [0.1, 0.5, 0.3], "pseudo_label.thresholds: Value error, must increase strictly: entry 2 (0.3) follows 0.5"),
+    ("pseudo_label.thresholds", [0.1, 0.1], "pseudo_label.thresholds: Value error, must increase strictly: entry 1 (0.1) follows 0.1"),
     ("data.synthetic.num_classes", SYNTHETIC_NUM_SHAPES + 1, f"data.synthetic.num_classes: Input should be less than or equal to {SYNTHETIC_NUM_SHAPES}"),
     ("data.synthetic.num_classes", 0, "data.synthetic.num_classes: Input should be greater than or equal to 1"),
     ("train_cam.num_workers", 2, "train_cam.num_workers: Extra inputs are not permitted (got 2) (hardware settings live in runtime.yaml"),

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from bao.infer.multiscale import multiscale_maps
-from bao.infer.pseudo import bao_pseudo_label, bao_scores, floor_minmax_normalize, max_normalized_cams, threshold_pseudo_labels
+from bao.infer.pseudo import bao_scores, floor_minmax_normalize, max_normalized_cams, threshold_pseudo_labels
 from bao.models.geometry import FeatureGeometry
+from inference_reference import bao_pseudo_label, one_image_maps
 
 # maps at the input resolution: cell o is input pixel o
 PIXEL_GRID = lambda size: FeatureGeometry((1.0, 1.0), (0.0, 0.0))  # noqa: E731
@@ -17,19 +17,19 @@ def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
         return {"maps": batch[:, :1]}
 
     # each scale: the map and its un-flipped mirror both equal the resized image, summed -> 2 each
-    merged = multiscale_maps(identity, image, scales=[2, 4], flip=False, geometry=PIXEL_GRID)["maps"]
+    merged = one_image_maps(identity, image, [2, 4], False, geometry=PIXEL_GRID)["maps"]
     assert merged.shape == (1, 2, 4)
-    same_size = multiscale_maps(identity, image, scales=[4], flip=True, geometry=PIXEL_GRID)["maps"]
+    same_size = one_image_maps(identity, image, [4], True, geometry=PIXEL_GRID)["maps"]
     # square resize 2x4 -> 4x4 -> back to 2x4 is not exact, but a left-right symmetric pipeline
     # seen twice (image + un-flipped mirror) doubles the map
-    assert torch.allclose(same_size, 2 * multiscale_maps(identity, image, scales=[4], flip=False, geometry=PIXEL_GRID)["maps"])
+    assert torch.allclose(same_size, 2 * one_image_maps(identity, image, [4], False, geometry=PIXEL_GRID)["maps"])
     # a forward pass that only sees the mirror must be un-flipped before summing
     def left_marker(batch):
         out = torch.zeros(batch.shape[0], 1, *batch.shape[-2:])
         out[..., 0] = 1.0  # marks the left column of whatever it sees
         return {"maps": out}
 
-    merged = multiscale_maps(left_marker, image, scales=[4], flip=True, geometry=PIXEL_GRID)["maps"][0]
+    merged = one_image_maps(left_marker, image, [4], True, geometry=PIXEL_GRID)["maps"][0]
     # original marks column 0, the mirror marks its column 0 = original column 3
     assert merged[:, 0].tolist() == [1.0, 1.0]
     assert merged[:, 3].tolist() == [1.0, 1.0]
@@ -38,7 +38,7 @@ def test_multiscale_flip_merge_recovers_a_flip_equivariant_map():
 
 def test_multiscale_sums_over_scales():
     image = torch.ones(3, 6, 6)
-    merged = multiscale_maps(lambda b: {"m": torch.ones(b.shape[0], 2, 3, 3)}, image, [4, 8, 12], flip=True, geometry=PIXEL_GRID)
+    merged = one_image_maps(lambda b: {"m": torch.ones(b.shape[0], 2, 3, 3)}, image, [4, 8, 12], True, geometry=PIXEL_GRID)
     assert torch.allclose(merged["m"], torch.full((2, 6, 6), 6.0))
 
 

@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 
 from bao.data.manifest import COLUMNS, stored_path
 from bao.data.palette import IGNORE_INDEX, save_mask
-from bao.data.source import ANYWHERE, RootGuard, Source, file_name_problem, id_problem, inside, read_text
+from bao.data.source import ANYWHERE, RootGuard, Source, image_name_problem, inside, read_text
 from bao.io import atomic_path
 
 REQUIRED_KEYS = {  # section -> {key: expected JSON type}
@@ -155,7 +155,7 @@ def read_coco_split(
             counts[f"skipped_no_annotation_{role}"] += 1
             continue
         name = str(image["file_name"])
-        unsafe = file_name_problem(name) or id_problem(Path(name).stem)
+        unsafe = image_name_problem(name)
         if unsafe:
             problems.append(f"{path}: images[{position}] file_name {name!r} {unsafe}; it must be a file name in {split}/")
             continue

@@ -26,7 +26,7 @@ import pandas as pd
 
 from bao.config import FolderConfig
 from bao.data.manifest import COLUMNS, stored_path
-from bao.data.source import ANYWHERE, RootGuard, Source, file_name_problem, id_problem, label_vector, read_text
+from bao.data.source import ANYWHERE, RootGuard, Source, image_name_problem, label_vector, read_text
 
 LABELS_FILE = "labels.csv"
 CLASSES_FILE = "classes.txt"
@@ -163,7 +163,7 @@ def read_folder(
     for position, (record, role) in enumerate(zip(table.to_dict("records"), _roles(csv, table, splits, cfg, problems=problems))):
         line = table.attrs["lines"][position]
         name = record[IMAGE_COLUMN].strip()
-        unsafe = file_name_problem(name) or id_problem(Path(name).stem)
+        unsafe = image_name_problem(name)
         if unsafe:
             problems.append(f"{csv}: line {line}: image name {name!r} {unsafe}; it must be a file name in images/")
             continue

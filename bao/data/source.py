@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bao.data.manifest import COLUMNS, stored_path
+from bao.data.manifest import stored_path
 
 
 @dataclass
@@ -61,6 +61,12 @@ def file_name_problem(name: str) -> str | None:
     if not name or name in (".", ".."):
         return "is not a file name"
     return _name_problem(name)
+
+
+def image_name_problem(name: str) -> str | None:
+    """Why an image file name from a CSV or JSON cannot be used: not a plain file name, or a stem
+    that cannot be an id (the id is the stem)."""
+    return file_name_problem(name) or id_problem(Path(name).stem)
 
 
 def _name_problem(name: str) -> str | None:

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from bao.config import PILLOW_MAX_PIXELS
 from bao.data.manifest import join_path
 from bao.data.palette import IGNORE_INDEX, read_mask
 from bao.data.source import ANYWHERE, RootGuard, inside
@@ -42,10 +43,7 @@ from bao.io import atomic_path
 CONVERTED_DIR = "converted"
 EXIF_ORIENTATION = 0x0112
 _CONVERTIBLE_MODES = {"L": "grey", "1": "1-bit", "P": "palette", "CMYK": "cmyk", "RGBA": "alpha", "LA": "alpha", "PA": "alpha"}
-
-
 MAX_SHOWN_PROBLEMS = 200
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own limit; data.max_image_pixels sets it
 
 
 class DatasetError(ValueError):
@@ -144,7 +142,11 @@ def _decoder_problem(path: Path, error: Exception, what: str) -> str:
 
 
 def read_any_mask(path: Path) -> np.ndarray:
-    """A palette/grey PNG mask, or SBD's .mat (converted to PNG after validation)."""
+    """A palette/grey PNG mask, or SBD's .mat (converted to PNG after validation).
+
+    A PNG's size is checked against the pixel limit from its header, before decoding; a .mat is
+    checked after ``loadmat`` has decoded it (its size is not known before), so an oversized .mat
+    costs its memory first (a MemoryError is reported as a problem like any decoder error)."""
     if path.suffix == ".mat":
         mask = read_sbd_mask(path)
         bomb = _too_many_pixels(path, mask.shape[1], mask.shape[0], "mask")
@@ -212,7 +214,7 @@ def validate_table(
     *,
     workers: int = 1,
     guard: RootGuard = ANYWHERE,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = PILLOW_MAX_PIXELS,
 ) -> dict[str, str]:
     """Append a problem for each bad row (splits, ids, files, formats, labels, masks are all checked);
     return {image_id: conversion kind} for the images that need an RGB copy. ``guard``: where files
@@ -265,7 +267,7 @@ def _to_rgb8(path: Path, kind: str) -> np.ndarray:
 
 
 def convert_images(
-    table: pd.DataFrame, conversions: dict[str, str], base: Path, staging: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    table: pd.DataFrame, conversions: dict[str, str], base: Path, staging: Path, *, max_pixels: int = PILLOW_MAX_PIXELS
 ) -> Counter:
     """Write an RGB PNG copy of each image in ``conversions`` under ``staging``; point the table at it.
     Runs only after validation passed (the ids are then known to be safe file names).

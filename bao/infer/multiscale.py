@@ -1,7 +1,7 @@
 """Multi-scale + flip inference: square resizes, un-flip, resize back to the image, sum.
 
-``multiscale_maps`` is the reference for one image; ``batched_multiscale_maps`` computes the same
-maps for a batch of images with one forward pass per scale (the pseudo-label stage uses it).
+``batched_multiscale_maps`` computes them for a batch of images with one forward pass per scale
+(tests check that a batch gives what the same images give one at a time).
 Inputs are resized with ``resize_input`` and maps drawn back on the image with
 ``resize_to_image`` (``bao.infer.align``); ``align="geometric"`` draws each cell where the network
 saw it and needs ``geometry`` (network input size -> the network's ``FeatureGeometry``).
@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bao.infer.align import GeometryFn, check_align, resize_input, resize_to_image
-
-MapFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 def _to_image(
@@ -35,27 +33,6 @@ def _to_image(
     if align == "official":
         return resize(maps[:count] + maps[count:].flip(-1))
     return resize(maps[:count]) + resize(maps[count:]).flip(-1)
-
-
-def multiscale_maps(
-    forward: MapFn, image: torch.Tensor, scales: Sequence[int], flip: bool, *, align: str = "geometric", geometry: GeometryFn | None = None
-) -> dict[str, torch.Tensor]:
-    """``image`` (3, H, W) (uint8, or float already normalised); returns each map named by
-    ``forward`` summed at (H, W), float32.
-
-    ``forward`` takes a batch (N, 3, s, s) and returns maps (N, C, h, w); an image and its mirror
-    share one forward pass.
-    """
-    check_align(align)
-    height, width = image.shape[-2:]
-    summed: dict[str, torch.Tensor] = {}
-    for scale in scales:
-        resized = resize_input(image[None], (scale, scale))
-        batch = torch.cat([resized, resized.flip(-1)]) if flip else resized
-        for name, maps in forward(batch).items():
-            merged = _to_image(maps, 1, flip, image_size=(height, width), input_size=(scale, scale), geometry=geometry, align=align)[0]
-            summed[name] = summed[name] + merged if name in summed else merged
-    return summed
 
 
 BatchMapFn = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -89,11 +66,13 @@ def batched_multiscale_maps(
     align: str = "geometric",
     geometry: GeometryFn | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """``multiscale_maps`` for several images (sizes may differ) at once: per scale, one forward
-    pass over every image and its mirror; maps are resized back on the images' device.
+    """Each image's maps, named by ``forward``, summed over scales at the image's (H, W), float32:
+    per scale, one forward pass over every image (sizes may differ) and its mirror; maps are
+    resized back on the images' device.
 
     ``forward`` takes a batch (M, 3, s, s) and its labels (M, K) and returns maps (M, C, h, w).
-    The sums are taken in the same order as ``multiscale_maps``, image by image.
+    Images are (3, H, W), uint8 or float already normalised. The sums run over scales in order,
+    so a batch gives exactly what each image alone gives.
     """
     check_align(align)
     count = len(images)

@@ -16,10 +16,12 @@ def floor_minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     """The official BAO normalisation of (C, H, W) maps: (x - min - eps) / (max - min + eps), with
     pixels within eps of the channel's minimum first set to 0.
 
-    Almost everywhere this is ``minmax_normalize``; the eps shift decides the pixels where every
-    channel sits at its minimum (0 after ReLU). There a channel scores -eps / (range + eps), so the
-    channel with the largest range (max - min) wins: the present class with the largest maximum
-    unless the background's is larger still."""
+    Used after ReLU, where a channel's minimum is almost always 0: then this is the min-max
+    normalisation except at the minimum's pixels, which score -eps / (range + eps). That settles
+    the pixels where every channel sits at its minimum: the channel with the largest range
+    (max - min) wins, the present class with the largest maximum unless the background's is larger
+    still. A channel positive everywhere (minimum m > eps) gives its minimum's pixels
+    -(m + eps) / (range + eps) instead, as the official code does."""
     flat = maps.flatten(1)
     low, high = flat.amin(dim=1)[:, None, None], flat.amax(dim=1)[:, None, None]
     floored = torch.where(maps < low + NORM_EPS, torch.zeros_like(maps), maps)
@@ -39,11 +41,6 @@ def bao_scores(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tenso
 def scores_to_labels(scores: torch.Tensor) -> np.ndarray:
     """(H, W) uint8: the argmax channel of (C, H, W) scores."""
     return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
-
-
-def bao_pseudo_label(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(H, W) uint8 in 0..K: argmax of ``bao_scores``, no threshold."""
-    return scores_to_labels(bao_scores(background, cams, labels))
 
 
 def max_normalized_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,6 @@ log = logging.getLogger("bao")
 RESUME_FILE = "resume.pt"
 FORMAT = 2  # 2: RNG states per rank
 CODE_DIR = Path(__file__).resolve().parents[1]
-NOT_FINGERPRINTED: set[str] = set()  # config keys that do not change what is trained (hardware knobs live in runtime.yaml)
 
 
 class CheckpointHook(Hook):
@@ -201,7 +200,7 @@ def set_loader_rng_state(loader, state: dict[str, torch.Tensor]) -> None:
 def run_fingerprint(configs: Sequence[BaseModel], seed: int, manifest: Manifest, inputs: Iterable[str | Path | None] = ()) -> str:
     """Hash of what decides a training run: params, dataset manifest, input files and bao's code."""
     digest = hashlib.sha256()
-    params = {"seed": seed, "configs": [config.model_dump(mode="json", exclude=NOT_FINGERPRINTED) for config in configs]}
+    params = {"seed": seed, "configs": [config.model_dump(mode="json") for config in configs]}
     digest.update(json.dumps(params, sort_keys=True).encode())
     digest.update(json.dumps(list(manifest.classes)).encode())
     digest.update(manifest.table.to_json(orient="split").encode())

@@ -91,7 +91,7 @@ def prepare_model(model: nn.Module, device: torch.device, runtime: RuntimeConfig
 
 def training_parts(
     model: nn.Module, dataset: Dataset, cfg, *, seed: int, device: torch.device, runtime: RuntimeConfig
-) -> tuple[DataLoader, nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+) -> tuple[DataLoader, nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """What every training stage builds the same way from its params section (``batch_size``, ``lr``,
     ``weight_decay``, ``epochs``, ``lr_schedule``): the shuffled, resumable, sharded loader; the module
     to call (on ``device``, DDP/compiled as ``runtime`` says); AdamW and its per-iteration schedule."""
