@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.multiprocessing as mp
 
 from bao import distributed
 from bao.data.manifest import read_manifest
@@ -71,3 +76,25 @@ def test_metrics_files_refuse_nan_naming_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"metrics.json: refusing to write non-finite numbers at per_class\.cat, curve\[1\]"):
         write_json(path, {"miou": 0.4, "per_class": {"cat": float("nan")}, "curve": [0.1, float("inf")]})
     assert json.loads(path.read_text()) == {"miou": 0.5}
+
+
+def _score_on_rank(rank: int, port: int, prepared: str, predictions: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    from bao.distributed import init_distributed
+
+    assert init_distributed("cpu", timeout_s=120)
+    result = score_predictions(read_manifest(prepared), "train", Path(predictions), workers=1)
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def test_two_gloo_processes_score_what_one_process_scores(manifest_with_predictions, tmp_path):
+    """As ``torchrun --nproc_per_node 2`` runs the evaluate stage: both processes end with the
+    one-process metrics."""
+    manifest, predictions = manifest_with_predictions
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_score_on_rank, args=(port, str(manifest.root), str(predictions), str(tmp_path)), nprocs=2, join=True)
+    alone = json.loads(json.dumps(score_predictions(manifest, "train", predictions)))
+    assert json.loads((tmp_path / "rank0.json").read_text()) == json.loads((tmp_path / "rank1.json").read_text()) == alone
