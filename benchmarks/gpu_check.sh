@@ -9,11 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [[ "${1:-}" != "--cpu" ]] && ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+cpu=false
+for argument in "$@"; do [[ "$argument" == "--cpu" ]] && cpu=true; done
+# the probe tells "no python/torch here" (exit 3) apart from "torch sees no CUDA device" (exit 2)
+if ! cuda=$(python -c "import torch; print(torch.cuda.is_available())"); then
+  echo "gpu_check: 'python' on PATH cannot import torch; activate the project's environment first" >&2
+  exit 3
+fi
+if [[ "$cpu" == false && "$cuda" != "True" ]]; then
   echo "gpu_check: no CUDA device visible to torch; run on a GPU machine, or pass --cpu for a CPU rehearsal" >&2
   exit 2
 fi
-if [[ "${1:-}" != "--cpu" ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true; fi
+if [[ "$cpu" == false ]]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true; fi
 limit=480                      # 8 minutes: the parts' own limits add up to less; this is the backstop
-if [[ "${1:-}" == "--cpu" ]]; then limit=3600; fi
+if [[ "$cpu" == true ]]; then limit=3600; fi
 exec timeout "$limit" python -m benchmarks.gpu_check "$@"

@@ -79,4 +79,7 @@ def test_rows_of_other_splits_are_skipped_and_counted(folder, tmp_path):
     (copy / "labels.csv").write_text(text)
     summary = prepare_dataset(data_config("folder", copy), tmp_path / "out")
     assert summary["source"]["rows_in_other_splits"] == 1 and summary["num_images"]["train"] == 5
-    assert np.array_equal(read_mask(copy / "masks" / "img_001.png"), block_mask(2))
+    manifest = read_manifest(tmp_path / "out")
+    rows = manifest.table.set_index("image_id")
+    assert "img_000" not in rows.index  # the "test" row is not in the manifest
+    assert np.array_equal(read_mask(manifest.resolve(rows.at["img_001", "mask_path"])), block_mask(2))  # the kept rows' masks are intact

@@ -18,9 +18,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def environment(env: dict | None = None) -> dict:
+    """This interpreter first on PATH (shell scripts call ``python``), the repository importable."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "PYTHONPATH": str(REPO), **(env or {})}
+
+
 def run(command: list[str], tmp_path: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment(env))
     assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -69,9 +74,19 @@ def test_prepare_benchmark_runs_every_format(tmp_path):
 
 
 def test_gpu_check_without_cuda_says_so(tmp_path):
-    result = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    assert result.returncode == 2 and "no CUDA device" in result.stderr
+    """Both layers refuse a machine without CUDA, each with its own message; a missing torch is
+    not mistaken for a missing GPU."""
+    no_cuda = environment({"CUDA_VISIBLE_DEVICES": ""})
+    script = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--tiny"], cwd=REPO, capture_output=True, text=True, timeout=120, env=no_cuda)
+    assert script.returncode == 2 and "gpu_check: no CUDA device visible to torch; run on a GPU machine" in script.stderr
+    module = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], cwd=REPO, capture_output=True, text=True, timeout=120, env=no_cuda)
+    assert module.returncode == 1 and "torch.cuda.is_available() is False" in module.stderr
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    (empty_bin / "python").symlink_to("/bin/false")  # a python that cannot import torch
+    broken = {**no_cuda, "PATH": f"{empty_bin}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    script = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120, env=broken)
+    assert script.returncode == 3 and "cannot import torch" in script.stderr
 
 
 @pytest.mark.timeout(900)
@@ -79,7 +94,7 @@ def test_gpu_check_cpu_tiny_runs_every_part(tmp_path):
     """The GPU check's CPU rehearsal: pipeline (through dvc as `python -m dvc`), torchrun, the three
     benchmarks; gpu_check.json has throughput, MFU and data-wait fraction for each training run."""
     out = tmp_path / "out"
-    run(["bash", "benchmarks/gpu_check.sh", "--cpu", "--tiny"], tmp_path, timeout=840, env={"OUT": str(out)})
+    run(["bash", "benchmarks/gpu_check.sh", "--tiny", "--cpu"], tmp_path, timeout=840, env={"OUT": str(out)})  # any order
     figures = json.loads((out / "gpu_check.json").read_text())
     for part in ("pipeline", "torchrun", "train_step", "pseudo_label", "evaluator"):
         assert figures[part]["status"] == "ok", part
