@@ -84,7 +84,7 @@ def run(root: Path, count: int, workers: int, repeats: int, *, num_classes: int 
     gt_dir, pred_dir = write_mask_pairs(root, count, num_classes)
     pairs = pairs_from_dirs(pred_dir, gt_dir, None)
     best: dict[str, float] = {}
-    loop_iou = fast_iou = None
+    loop_iou, pool_iou = None, {}
     for _ in range(repeats):
         seconds, loop_iou = timed(lambda: loop_evaluator_iou(pairs, num_classes))
         best["loop"] = min(best.get("loop", np.inf), seconds)
@@ -93,9 +93,11 @@ def run(root: Path, count: int, workers: int, repeats: int, *, num_classes: int 
             best[f"decode_{pool}"] = min(best.get(f"decode_{pool}", np.inf), seconds)
             seconds, matrix = timed(lambda: evaluate_pairs(pairs, num_classes, workers, pool))
             best[f"evaluate_{pool}"] = min(best.get(f"evaluate_{pool}", np.inf), seconds)
-            fast_iou = matrix.iou()
-    identical = bool(np.array_equal(loop_iou, fast_iou, equal_nan=True))
-    figures = {"pairs": count, "workers": workers, "repeats": repeats, "identical_per_class_iou": identical}
+            pool_iou[pool] = matrix.iou()
+    figures = {"pairs": count, "workers": workers, "repeats": repeats}
+    for pool in POOLS:  # every pool's result against the loop's, not only the last one's
+        figures[f"identical_per_class_iou_{pool}"] = bool(np.array_equal(loop_iou, pool_iou[pool], equal_nan=True))
+    figures["identical_per_class_iou"] = all(figures[f"identical_per_class_iou_{pool}"] for pool in POOLS)
     figures |= {f"{name}_s": round(value, 4) for name, value in best.items()}
     for pool in POOLS:
         figures[f"speedup_vs_loop_{pool}"] = round(best["loop"] / best[f"evaluate_{pool}"], 2)

@@ -34,6 +34,16 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def assert_ratio(figures: dict, ratio: str, numerator: str, denominator: str) -> None:
+    """``figures[ratio]`` is numerator / denominator of the figures printed beside it, within the
+    rounding of all three (so no ratio can be typed in rather than measured)."""
+    top, bottom = figures[numerator], figures[denominator]
+    expected = top / bottom
+    # times are printed to 4 decimals and ratios to 2 or 3: the widest gap that rounding allows
+    slack = expected * (0.00005 / top + 0.00005 / bottom) + 0.005
+    assert abs(figures[ratio] - expected) <= slack, (ratio, figures[ratio], expected)
+
+
 def test_train_step_benchmark_reports_throughput_and_mfu(tmp_path):
     out = tmp_path / "train_step.json"
     run([sys.executable, "-m", "benchmarks.train_step", "--size", "32", "--batch", "2", "--steps", "1", "--repeats", "1",
@@ -61,9 +71,16 @@ def test_evaluator_benchmark_compares_in_process_and_with_process_start(tmp_path
     out = tmp_path / "evaluator.json"
     run([sys.executable, "-m", "benchmarks.evaluator", "--count", "3", "--repeats", "1", "--out", str(out)], tmp_path)
     figures = json.loads(out.read_text())
+    assert figures["identical_per_class_iou_thread"] and figures["identical_per_class_iou_process"]
     assert figures["identical_per_class_iou"] and figures["cli_identical_per_class_iou"]
     for key in ("speedup_vs_loop_thread", "speedup_vs_loop_process", "cli_speedup_vs_loop", "cli_python_start_s"):
         assert positive(figures[key]), key
+    # every ratio the README quotes is the ratio of the times measured in the same run
+    for pool in ("thread", "process"):
+        assert_ratio(figures, f"speedup_vs_loop_{pool}", "loop_s", f"evaluate_{pool}_s")
+        assert_ratio(figures, f"evaluate_over_decode_{pool}", f"evaluate_{pool}_s", f"decode_{pool}_s")
+    assert_ratio(figures, "cli_speedup_vs_loop", "cli_loop_s", "cli_evaluate_s")
+    assert_ratio(figures, "cli_cpu_ratio_vs_loop", "cli_loop_cpu_s", "cli_evaluate_cpu_s")
 
 
 def test_prepare_benchmark_runs_every_format(tmp_path):
