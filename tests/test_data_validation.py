@@ -342,8 +342,14 @@ def test_exif_rotated_and_palette_images_get_copies_in_stored_pixel_order(folder
     summary = prepare_dataset(data_config("folder", folder), tmp_path / "out")
     assert summary["converted_images"] == {"exif-rotation": 1, "palette": 1}
     manifest = read_manifest(tmp_path / "out")
-    rotated = load_image(manifest.resolve(manifest.table.loc[0, "image_path"]))
+    paths = manifest.table.set_index("image_id")["image_path"]
+    rotated = load_image(manifest.resolve(paths["img_000"]))
     assert rotated.shape == (HEIGHT, WIDTH, 3)  # not turned: the mask is drawn on the stored pixels
+    with Image.open(folder / "images" / "img_000.jpg") as stored:  # PIL's decode ignores EXIF orientation
+        assert np.array_equal(rotated, np.asarray(stored.convert("RGB")))
+    with Image.open(folder / "images" / "img_001.png") as palette:
+        expected = np.asarray(palette.convert("RGB"))
+    assert np.array_equal(load_image(manifest.resolve(paths["img_001"])), expected)  # the palette's colours, exactly
 
 
 # --- hostile input: ids and paths from the dataset, decoders, malformed files -------------------

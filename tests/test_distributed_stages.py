@@ -87,11 +87,18 @@ def test_ranks_augment_with_seed_plus_rank_and_resume_restores_each_ranks_rng(tm
 def test_prepare_runs_on_rank_zero_only(tmp_path, monkeypatch):
     import stages.prepare
 
+    calls = []
+    real_prepare = stages.prepare.prepare_dataset
+    monkeypatch.setattr(stages.prepare, "prepare_dataset", lambda *a, **kw: calls.append(a) or real_prepare(*a, **kw))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    stages.prepare.main(["--params", str(REPO / "params.yaml"), "--out", "prepared", "--metrics", "prepare.json"])
-    assert list(tmp_path.iterdir()) == []  # rank 1 neither joined a group nor wrote anything
+    arguments = ["--params", str(REPO / "params.yaml"), "--out", "prepared", "--metrics", "prepare.json"]
+    monkeypatch.setenv("RANK", "1")
+    stages.prepare.main(arguments)
+    assert calls == [] and list(tmp_path.iterdir()) == []  # rank 1 neither joined a group nor wrote anything
+    monkeypatch.setenv("RANK", "0")  # the control: rank 0 of the same launch prepares, without a group
+    stages.prepare.main(arguments)
+    assert len(calls) == 1 and (tmp_path / "prepared" / "manifest.parquet").is_file() and (tmp_path / "prepare.json").is_file()
 
 
 RANK_SCRIPT = textwrap.dedent("""

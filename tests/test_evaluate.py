@@ -8,7 +8,7 @@ import pytest
 
 from bao.data.palette import save_mask
 from bao.evaluate import evaluate_pairs, load_pair, main, pairs_from_dirs
-from bao.metrics import ConfusionMatrix, confusion_counts
+from bao.metrics import confusion_counts
 from benchmarks.loop_evaluator import loop_evaluator_iou
 from benchmarks.masks import blob_mask, predicted_mask
 
@@ -61,10 +61,13 @@ def test_cli_writes_metrics_for_listed_ids(mask_dirs, tmp_path):
     ids.write_text("0\n3\n")
     out = tmp_path / "metrics.json"
     main(["--pred", str(pred_dir), "--gt", str(gt_dir), "--num-classes", "5", "--ids", str(ids), "--out", str(out)])
-    expected = ConfusionMatrix(5)
-    for pair in pairs_from_dirs(pred_dir, gt_dir, ["0", "3"]):
-        expected.update(*load_pair(pair))
-    assert json.loads(out.read_text())["miou"] == pytest.approx(expected.compute()["miou"], abs=0)
+    # the reference is the independent per-class loop, over the listed ids only
+    expected = loop_evaluator_iou(pairs_from_dirs(pred_dir, gt_dir, ["0", "3"]), 5)
+    written = json.loads(out.read_text())
+    assert written["miou"] == pytest.approx(float(np.nanmean(expected)), abs=1e-12)
+    assert [written["per_class_iou"][str(k)] for k in range(5)] == [None if np.isnan(v) else pytest.approx(v, abs=1e-12) for v in expected]
+    everything = loop_evaluator_iou(pairs_from_dirs(pred_dir, gt_dir, None), 5)
+    assert written["miou"] != pytest.approx(float(np.nanmean(everything)))  # the ids file mattered
 
 
 def test_cli_missing_or_mismatched_prediction_is_a_clear_error(mask_dirs, tmp_path, capsys):
@@ -101,7 +104,8 @@ def test_cli_runs_without_importing_torch(mask_dirs, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", wrapper], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert json.loads(out.read_text())["miou"] >= 0
+    expected = loop_evaluator_iou(pairs_from_dirs(pred_dir, gt_dir, None), 5)
+    assert json.loads(out.read_text())["miou"] == pytest.approx(float(np.nanmean(expected)), abs=1e-12)
 
 
 @pytest.mark.parametrize("height, width", [(61, 80), (60, 79), (80, 60)], ids=["height-only", "width-only", "transposed"])

@@ -67,7 +67,9 @@ def test_pseudo_labels_and_predictions_are_palette_pngs(repro):
     assert len(list((repro / "results/val_predictions").glob("*.png"))) == 8
     sweep = pd.read_csv(repro / "plots/threshold_sweep.csv")
     assert list(sweep["threshold"]) == TINY_OVERRIDES["pseudo_label"]["thresholds"]
-    assert sweep["bao_miou"].nunique() == 1
+    assert sweep["bao_miou"].nunique() == 1  # BAO's line: one value, the threshold-free mIoU
+    pseudo = json.loads((repro / "metrics/pseudo_label.json").read_text())
+    assert sweep["bao_miou"].iloc[0] == pytest.approx(pseudo["pseudo_miou_bao"])
 
 
 def test_per_class_csvs_and_gallery(repro):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -126,20 +127,20 @@ def test_classes_are_shapes_not_too_few() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides, message",
     [
-        {"num_train": 0},
-        {"num_val": 0},
-        {"image_size": 31},
-        {"seed": -1},
-        {"num_classes": 0},
-        {"num_classes": len(SYNTHETIC_CLASSES) + 1},
-        {"image_size": 64.0},
-        {"num_train": True},
+        ({"num_train": 0}, "num_train must be"),
+        ({"num_val": 0}, "num_val must be"),
+        ({"image_size": 31}, "image_size must be"),
+        ({"seed": -1}, "seed must be"),
+        ({"num_classes": 0}, "num_classes must be"),
+        ({"num_classes": len(SYNTHETIC_CLASSES) + 1}, "num_classes must be"),
+        ({"image_size": 64.0}, "image_size must be an integer, got 64.0"),
+        ({"num_train": True}, "num_train must be an integer, got True"),
     ],
 )
-def test_bad_arguments_raise_value_error(tmp_path: Path, overrides: dict) -> None:
+def test_bad_arguments_raise_value_error(tmp_path: Path, overrides: dict, message: str) -> None:
     kwargs = dict(num_train=2, num_val=1, image_size=SIZE, seed=0, num_classes=None) | overrides
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=re.escape(message)):
         generate_synthetic_voc(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
