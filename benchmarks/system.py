@@ -11,6 +11,13 @@ from pathlib import Path
 MATMUL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
+def load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+LOAD_AT_START = load_average()  # when a benchmark imports this module, i.e. before it measures
+
+
 def cpu_model_and_flags() -> tuple[str, list[str]]:
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
@@ -33,7 +40,8 @@ def machine_description() -> dict:
         "cpu": cpu,
         "cpu_flags": flags,
         "cpu_count": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1min_start": LOAD_AT_START,  # the README rows quote "start -> end"
+        "load_average_1min": load_average(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
