@@ -6,6 +6,7 @@ or a renamed figure fails here instead of on the next machine that runs it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -30,17 +31,47 @@ def positive(value) -> bool:
 
 
 def test_train_step_benchmark_reports_throughput_and_mfu(tmp_path):
+    """With --compile, which on CPU runs fp32: the compiled variant is named "compile" and compared
+    with fp32 (on CUDA it would be "amp_compile", compared with "amp" too)."""
     out = tmp_path / "train_step.json"
     run([sys.executable, "-m", "benchmarks.train_step", "--size", "32", "--batch", "2", "--steps", "1", "--repeats", "1",
-         "--threads", "1", "--out", str(out)], tmp_path)
+         "--threads", "1", "--compile", "--out", str(out)], tmp_path, timeout=600, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
     figures = json.loads(out.read_text())
     assert positive(figures["model_gflops_per_step"])
     assert figures["peaks"]["measured_matmul_dtype"] == "float32" and figures["peaks"]["datasheet_dense_bf16_flops_per_s"] is None
-    for variant in ("fp32", "amp", "channels_last", "amp_channels_last"):
+    for variant in ("fp32", "amp", "channels_last", "amp_channels_last", "compile"):
         assert positive(figures[f"{variant}_images_per_s"])
         assert positive(figures[f"{variant}_mfu_vs_measured_matmul"])
         assert figures[f"{variant}_mfu_vs_datasheet_bf16"] is None  # no datasheet peak for a CPU
         assert 0 <= figures[f"{variant}_data_wait_fraction"] < 1
+    assert positive(figures["compile_over_fp32"])
+    assert not any(key.startswith("amp_compile") or key == "compile_over_amp" for key in figures)
+
+
+def test_train_step_compile_on_cuda_is_amp_every_repeat_and_compared_with_amp(monkeypatch):
+    """The CUDA side of --compile, with no GPU here: the device, the timing and the FLOP count are
+    faked in this process, so only the variant bookkeeping of ``benchmarks.train_step.run`` runs."""
+    import torch
+
+    from benchmarks import train_step
+
+    speeds = {(False, False, False): 10.0, (True, False, False): 20.0, (False, True, False): 5.0, (True, True, False): 8.0, (True, False, True): 30.0}
+    calls = []
+
+    def fake_images_per_second(backbone, device, *, amp, channels_last, batches, compile_model=False):
+        calls.append((amp, channels_last, compile_model))
+        return {"images_per_s": speeds[(amp, channels_last, compile_model)], "data_wait_fraction": 0.0}
+
+    monkeypatch.setattr(train_step, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(train_step, "images_per_second", fake_images_per_second)
+    monkeypatch.setattr(train_step, "step_flops", lambda backbone, batch: 2e9)
+    monkeypatch.setattr(train_step, "device_peaks", lambda device: {"datasheet_dense_bf16_flops_per_s": 1e15, "measured_matmul_flops_per_s": 5e14})
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    args = argparse.Namespace(backbone="resnet18", size=8, batch=2, steps=1, repeats=3, compile=True, device="cuda")
+    figures = train_step.run(args)
+    assert calls.count((True, False, True)) == 3 and calls.count((False, False, False)) == 3  # compiled in every repeat, like the rest
+    assert figures["amp_compile_over_amp"] == 1.5 and figures["amp_compile_over_fp32"] == 3.0
+    assert "compile_images_per_s" not in figures and "compile_over_fp32" not in figures
 
 
 def test_pseudo_label_benchmark_times_batches_and_memory(tmp_path):
