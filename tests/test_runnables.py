@@ -100,10 +100,19 @@ def test_evaluator_benchmark_compares_in_process_and_with_process_start(tmp_path
 
 
 def test_prepare_benchmark_runs_every_format(tmp_path):
-    result = run([sys.executable, "tests/bench_prepare.py", "--images", "5", "--workers", "1"], tmp_path)
+    """Each row has its decode baseline; the cold COCO row draws every mask, the warm one none."""
+    result = run([sys.executable, "tests/bench_prepare.py", "--images", "10", "--workers", "1"], tmp_path)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [row["dataset"] for row in rows] == ["voc", "voc train_aug (SBD .mat masks)", "coco (cold cache)", "coco (warm cache)", "folder"]
-    assert all(positive(row["wall_s_per_1000"]) for row in rows)
+    for row in rows:
+        for key in ("wall_s_per_1000", "cpu_s_per_1000", "decode_wall_s_per_1000", "decode_cpu_s_per_1000", "prepare_over_decode_wall", "prepare_over_decode_cpu"):
+            assert positive(row[key]), (row["dataset"], key)
+    cold, warm = rows[2], rows[3]
+    assert cold["images"] == warm["images"] == 10
+    assert cold["masks_from_cache"] == 0 and cold["masks_rasterised"] == 10
+    assert warm["masks_from_cache"] == 10 and warm["masks_rasterised"] == 0
+    assert positive(warm["warm_over_cold_wall"]) and positive(warm["warm_over_cold_cpu"])
+    assert all(row["masks_from_cache"] is None for row in rows if not row["dataset"].startswith("coco"))
 
 
 def test_gpu_check_without_cuda_says_so(tmp_path):
