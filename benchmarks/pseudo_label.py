@@ -8,15 +8,17 @@ on generated images of three VOC-like aspect ratios. In this one process, interl
 pass vs 1 (ratio), and whether both wrote byte-identical label PNGs (``identical_labels``).
 
 Then memory, for N and 4N images, each in a fresh process that pseudo-labels its images twice
-and measures the second run (the first pays one-time costs: kernel caches, thread arenas). Memory
-is anonymous resident memory (``/proc/self/statm``: resident minus file-backed pages; Linux,
-glibc), measured just before the run, at its peak during the run (a thread samples it every
-2 ms) and after it, each time after handing malloc's free pages back to the OS. Growth (peak -
-before) and retained (after - before) are what the run itself adds, so the ~0.5-1 GB that torch
-and the model hold before it cannot hide a leak. A leak of L MiB per image makes the figure at 4N
-exceed the one at N by 3N x L, so ``*_per_extra_image_mib`` = (4N figure - N figure) / 3N
-estimates L (ideally 0; the retained one is the steadier, the sampled peak varies by a few MiB).
-Decoding workers (``--workers`` > 0) are other processes, not counted. On CUDA the same for
+and measures the second run (the first pays one-time costs: kernel caches, thread arenas). From
+/proc/self/status (Linux; glibc for malloc_trim): the resident set size (RSS) just before the
+run, its peak during the run (the kernel's high-water mark, reset just before; a 2 ms sampler
+thread where the reset is refused, ``rss_peak_exact`` false) and the RSS after it, with malloc's
+free pages handed back to the OS before "before" and "after". Growth (peak - before) and
+retained (after - before) are what the run itself adds, so the ~0.9 GB that torch and the model
+hold before it cannot hide a leak. A leak of L MiB per image makes the figure at 4N exceed the
+one at N by 3N x L, so ``*_per_extra_image_mib`` = (4N figure - N figure) / 3N estimates L
+(ideally 0). The retained one is the leak test; the peak differs by up to ~15 MiB between
+otherwise equal processes (the allocator's layout), i.e. up to ~0.2 MiB per extra image at N =
+24. Decoding workers (``--workers`` > 0) are other processes, not counted. On CUDA the same for
 ``torch.cuda`` allocated memory.
 """
 
@@ -113,15 +115,13 @@ def throughput(args, device) -> dict:
             "identical_labels": identical}
 
 
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-
-
-def anon_rss_bytes() -> int:
-    """This process's resident anonymous memory now: /proc/self/statm's resident minus shared
-    (file-backed) pages, so library code paged in on first use does not count (Linux)."""
-    with open("/proc/self/statm") as handle:
-        fields = handle.read().split()
-    return (int(fields[1]) - int(fields[2])) * PAGE_BYTES
+def status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (Linux), in KiB: VmRSS (resident now), VmHWM (its peak)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
 
 
 def release_free_memory() -> None:
@@ -131,26 +131,41 @@ def release_free_memory() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (VmHWM) to the current RSS; False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 class PeakDuring:
-    """Anonymous RSS just before a ``with`` block and its peak during it, sampled every ``interval_s``."""
+    """RSS just before a ``with`` block and its peak during it (KiB). The peak is the kernel's
+    high-water mark, reset on entry (``5`` into /proc/self/clear_refs, Linux >= 4.0); where that
+    reset is refused, a thread samples RSS every ``interval_s`` instead (``exact`` says which)."""
 
     def __init__(self, interval_s: float = 0.002):
-        self.interval_s, self._stop = interval_s, threading.Event()
+        self.interval_s, self._stop, self._thread = interval_s, threading.Event(), None
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, anon_rss_bytes())
+            self.peak = max(self.peak, status_kib("VmRSS"))
 
     def __enter__(self) -> PeakDuring:
-        self.before = self.peak = anon_rss_bytes()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self.before = self.peak = status_kib("VmRSS")
+        self.exact = reset_peak_rss()
+        if not self.exact:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, anon_rss_bytes())
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        self.peak = max(self.peak, status_kib("VmHWM") if self.exact else status_kib("VmRSS"))
 
 
 def memory_child(args) -> None:
@@ -169,8 +184,8 @@ def memory_child(args) -> None:
         with PeakDuring() as rss:
             run(manifest, out_dir=Path(temp) / "out")
         release_free_memory()
-        figures = {"images": args.images, "anon_rss_before_mib": rss.before / 2**20, "anon_rss_growth_mib": (rss.peak - rss.before) / 2**20,
-                   "anon_rss_retained_mib": (anon_rss_bytes() - rss.before) / 2**20}
+        figures = {"images": args.images, "rss_peak_exact": rss.exact, "rss_before_mib": rss.before / 1024, "rss_growth_mib": (rss.peak - rss.before) / 1024,
+                   "rss_retained_mib": (status_kib("VmRSS") - rss.before) / 1024}
         if device.type == "cuda":
             figures["cuda_growth_mib"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20
             figures["cuda_retained_mib"] = (torch.cuda.memory_allocated() - cuda_before) / 2**20
@@ -186,8 +201,8 @@ def memory(args) -> dict:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[count] = json.loads(output.strip().splitlines()[-1])
     small, large = results[args.images], results[4 * args.images]
-    figures = {"memory_n": args.images, "anon_rss_before_mib_at_n": round(small["anon_rss_before_mib"], 1)}
-    for key in ("anon_rss_growth_mib", "anon_rss_retained_mib", "cuda_growth_mib", "cuda_retained_mib"):
+    figures = {"memory_n": args.images, "rss_peak_exact": small["rss_peak_exact"] and large["rss_peak_exact"], "rss_before_mib_at_n": round(small["rss_before_mib"], 1)}
+    for key in ("rss_growth_mib", "rss_retained_mib", "cuda_growth_mib", "cuda_retained_mib"):
         if key in small:
             figures[f"{key}_at_n"], figures[f"{key}_at_4n"] = round(small[key], 2), round(large[key], 2)
             figures[key.removesuffix("_mib") + "_per_extra_image_mib"] = round((large[key] - small[key]) / (3 * args.images), 4)
