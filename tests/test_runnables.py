@@ -75,9 +75,8 @@ def test_train_step_compile_on_cuda_is_amp_every_repeat_and_compared_with_amp(mo
 
 
 def test_pseudo_label_benchmark_times_batches_and_memory(tmp_path):
-    """Batched and one-at-a-time labels must be byte-identical, and memory must not grow per image:
-    with a leak of 0.3 MiB per image (checked by hand: a 0.3 MiB array kept per image) this run read
-    0.30 MiB per extra image retained and 0.44 at the peak; clean runs -0.02-0.0 and 0.10-0.16."""
+    """Batched and one-at-a-time labels must be byte-identical, and memory must not grow per image
+    (a planted leak of 0.3 MiB per image reads about 0.3: the next test)."""
     out = tmp_path / "pseudo_label.json"
     run([sys.executable, "-m", "benchmarks.pseudo_label", "--images", "4", "--batch-size", "2", "--scales", "32", "--workers", "0",
          "--repeats", "1", "--threads", "1", "--out", str(out)], tmp_path)
@@ -88,6 +87,33 @@ def test_pseudo_label_benchmark_times_batches_and_memory(tmp_path):
     assert positive(figures["rss_growth_mib_at_n"]) and positive(figures["rss_growth_mib_at_4n"])
     assert figures["rss_retained_per_extra_image_mib"] < 0.1
     assert figures["rss_growth_per_extra_image_mib"] < 1.0  # the peak is noisier
+
+
+PLANTED_LEAK = """
+import sys
+import numpy as np
+import bao.infer.pipeline as pipeline
+from benchmarks import pseudo_label
+kept, scores = [], pipeline.bao_scores
+def leaky_scores(*args, **kwargs):  # keeps 0.3 MiB per image, as a kept score map would
+    kept.append(np.ones(int(0.3 * 2**20) // 8))
+    return scores(*args, **kwargs)
+pipeline.bao_scores = leaky_scores
+sys.argv = ["pseudo_label", *sys.argv[1:]]
+pseudo_label.main()
+"""
+
+
+def test_pseudo_label_memory_child_sees_a_planted_leak(tmp_path):
+    """The figure the smoke test bounds (< 0.1) reads a leak of 0.3 MiB per image as about 0.3."""
+    retained = {}
+    for count in (4, 16):
+        result = run([sys.executable, "-c", PLANTED_LEAK, "--memory-child", "--images", str(count), "--batch-size", "2", "--scales", "32",
+                      "--workers", "0", "--threads", "1"], tmp_path)
+        retained[count] = json.loads(result.stdout.strip().splitlines()[-1])["rss_retained_mib"]
+    per_extra_image = (retained[16] - retained[4]) / 12
+    print(f"planted leak of 0.3 MiB per image: retained {retained} MiB, {per_extra_image:.3f} MiB per extra image")
+    assert 0.2 < per_extra_image < 0.45
 
 
 @pytest.mark.parametrize("exact", [True, False])
