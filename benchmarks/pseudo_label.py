@@ -4,21 +4,37 @@
 
 Runs the real ``bao_pseudo_labels`` (DataLoader decoding, forward passes, PNG writing, scoring)
 on generated images of three VOC-like aspect ratios. In this one process, interleaved, best of
-``repeats``: images/s with ``--batch-size`` images per forward pass vs 1 (ratio). Then, each in a
-fresh process, the peak memory (RSS high-water mark, and tracemalloc's peak of Python/numpy
-allocations) for N and 4N images: it must not grow with N.
+``repeats`` after a warm-up run of each side: images/s with ``--batch-size`` images per forward
+pass vs 1 (ratio), and whether both wrote byte-identical label PNGs (``identical_labels``).
+
+Then memory, for N and 4N images, each in a fresh process that pseudo-labels its images twice
+and measures the second run (the first pays one-time costs: kernel caches, thread arenas). From
+/proc/self/status (Linux; glibc for malloc_trim): the resident set size (RSS) just before the
+run, its peak during the run (the kernel's high-water mark, reset just before; a 2 ms sampler
+thread where the reset is refused, ``rss_peak_exact`` false) and the RSS after it, with malloc's
+free pages handed back to the OS before "before" and "after". Growth (peak - before) and
+retained (after - before) are what the run itself adds, so the ~0.9 GB that torch and the model
+hold before it cannot hide a leak. A leak of L MiB per image makes the figure at 4N exceed the
+one at N by 3N x L, so ``*_per_extra_image_mib`` = (4N figure - N figure) / 3N estimates L
+(ideally 0). The retained one is the leak test; the peak differs by up to ~15 MiB between
+otherwise equal processes (the allocator's layout), i.e. up to ~0.2 MiB per extra image at N =
+24. Decoding workers (``--workers`` > 0) are other processes, not counted. On CUDA the same for
+``torch.cuda`` allocated memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -75,37 +91,109 @@ def build_model(backbone: str, device):
     return create_bao_net(ModelConfig(backbone=backbone, pretrained=False, output_stride=16), NUM_CLASSES).to(device).eval()
 
 
+def label_pngs(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.glob("*.png"))}
+
+
 def throughput(args, device) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_pl_") as temp:
         manifest = write_dataset(Path(temp) / "data", args.images)
         model = build_model(args.backbone, device)
-        pseudo_label_seconds(manifest, model, device, batch_size=args.batch_size, scales=args.scales, workers=args.workers, out_dir=Path(temp) / "warmup")
         best = {1: np.inf, args.batch_size: np.inf}
+        for batch_size in best:  # warm-up of each side, so neither is timed cold
+            pseudo_label_seconds(manifest, model, device, batch_size=batch_size, scales=args.scales, workers=args.workers, out_dir=Path(temp) / f"warmup_{batch_size}")
+        outputs = []
         for repeat in range(args.repeats):
             for batch_size in best:
                 out_dir = Path(temp) / f"out_{batch_size}_{repeat}"
                 best[batch_size] = min(best[batch_size], pseudo_label_seconds(manifest, model, device, batch_size=batch_size, scales=args.scales, workers=args.workers, out_dir=out_dir))
+                outputs.append(out_dir)
+        reference = label_pngs(outputs[0])  # one at a time, first repeat
+        identical = len(reference) == args.images and all(label_pngs(out_dir) == reference for out_dir in outputs[1:])
     one, batched = args.images / best[1], args.images / best[args.batch_size]
-    return {"one_at_a_time_images_per_s": round(one, 2), "batched_images_per_s": round(batched, 2), "batched_over_one_at_a_time": round(batched / one, 3)}
+    return {"one_at_a_time_images_per_s": round(one, 2), "batched_images_per_s": round(batched, 2), "batched_over_one_at_a_time": round(batched / one, 3),
+            "identical_labels": identical}
+
+
+def status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (Linux), in KiB: VmRSS (resident now), VmHWM (its peak)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand the allocator's free pages back to the OS (glibc's malloc_trim), so
+    resident memory is the memory still in use: a leak cannot hide in freed pages malloc kept."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (VmHWM) to the current RSS; False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakDuring:
+    """RSS just before a ``with`` block and its peak during it (KiB). The peak is the kernel's
+    high-water mark, reset on entry (``5`` into /proc/self/clear_refs, Linux >= 4.0); where that
+    reset is refused, a thread samples RSS every ``interval_s`` instead (``exact`` says which)."""
+
+    def __init__(self, interval_s: float = 0.002):
+        self.interval_s, self._stop, self._thread = interval_s, threading.Event(), None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, status_kib("VmRSS"))
+
+    def __enter__(self) -> PeakDuring:
+        self.before = self.peak = status_kib("VmRSS")
+        self.exact = reset_peak_rss()
+        if not self.exact:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        self.peak = max(self.peak, status_kib("VmHWM") if self.exact else status_kib("VmRSS"))
 
 
 def memory_child(args) -> None:
-    """In a fresh process: pseudo-label ``args.images`` images and print the peaks as JSON."""
+    """In a fresh process: pseudo-label ``args.images`` images twice (the first run a warm-up) and
+    print the second run's memory growth, at its peak and retained afterwards, as JSON (MiB)."""
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="bench_pl_mem_") as temp:
         manifest = write_dataset(Path(temp) / "data", args.images)
         model = build_model(args.backbone, device)
-        out_dir = Path(temp) / "out"
-        tracemalloc.start()
-        pseudo_label_seconds(manifest, model, device, batch_size=args.batch_size, scales=args.scales, workers=args.workers, out_dir=out_dir)
-        _, traced_peak = tracemalloc.get_traced_memory()
-    figures = {"images": args.images, "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tracemalloc_peak_mib": traced_peak / 2**20}
-    if device.type == "cuda":
-        figures["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        run = partial(pseudo_label_seconds, model=model, device=device, batch_size=args.batch_size, scales=args.scales, workers=args.workers)
+        run(manifest, out_dir=Path(temp) / "warmup")  # one-time costs (kernel caches, thread arenas) before "before"
+        release_free_memory()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            cuda_before = torch.cuda.memory_allocated()
+        with PeakDuring() as rss:
+            run(manifest, out_dir=Path(temp) / "out")
+        release_free_memory()
+        figures = {"images": args.images, "rss_peak_exact": rss.exact, "rss_before_mib": rss.before / 1024, "rss_growth_mib": (rss.peak - rss.before) / 1024,
+                   "rss_retained_mib": (status_kib("VmRSS") - rss.before) / 1024}
+        if device.type == "cuda":
+            figures["cuda_growth_mib"] = (torch.cuda.max_memory_allocated() - cuda_before) / 2**20
+            figures["cuda_retained_mib"] = (torch.cuda.memory_allocated() - cuda_before) / 2**20
     print(json.dumps(figures))
 
 
 def memory(args) -> dict:
+    """Memory growth at N and 4N images, each in a fresh process, and per extra image: (4N - N) / 3N."""
     results = {}
     for count in (args.images, 4 * args.images):
         command = [sys.executable, "-m", "benchmarks.pseudo_label", "--memory-child", "--images", str(count), "--batch-size", str(args.batch_size),
@@ -113,9 +201,11 @@ def memory(args) -> dict:
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results[count] = json.loads(output.strip().splitlines()[-1])
     small, large = results[args.images], results[4 * args.images]
-    figures = {f"{key}_at_{count}": round(value[key], 1) for count, value in results.items() for key in value if key != "images"}
-    figures["rss_peak_4n_over_n"] = round(large["rss_peak_mib"] / small["rss_peak_mib"], 3)
-    figures["tracemalloc_peak_4n_over_n"] = round(large["tracemalloc_peak_mib"] / max(small["tracemalloc_peak_mib"], 1e-9), 3)
+    figures = {"memory_n": args.images, "rss_peak_exact": small["rss_peak_exact"] and large["rss_peak_exact"], "rss_before_mib_at_n": round(small["rss_before_mib"], 1)}
+    for key in ("rss_growth_mib", "rss_retained_mib", "cuda_growth_mib", "cuda_retained_mib"):
+        if key in small:
+            figures[f"{key}_at_n"], figures[f"{key}_at_4n"] = round(small[key], 2), round(large[key], 2)
+            figures[key.removesuffix("_mib") + "_per_extra_image_mib"] = round((large[key] - small[key]) / (3 * args.images), 4)
     return figures
 
 

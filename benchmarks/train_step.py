@@ -5,6 +5,10 @@
 Each variant trains the CAM network for two short epochs of random batches through
 ``bao.train.engine.train_loop``; the second (warm) epoch's images/s is kept, best of
 ``repeats``, variants interleaved in this one process. Ratios are against fp32.
+With ``--compile``, the model also runs under ``torch.compile`` at the precision the pipeline
+would use on the device (AMP on CUDA: variant "amp_compile"; fp32 on CPU: "compile"), inside the
+same repeat loop (its first epoch pays the compilation), and is also compared with the eager
+variant of that precision (``amp_compile_over_amp``; on CPU that is ``compile_over_fp32``).
 On CUDA, "amp" is the engine's mixed precision (bf16 where supported, else fp16 + GradScaler).
 On CPU the pipeline always trains in fp32; "amp" there is bf16 autocast on CPU, measured only to
 show whether it would help on this CPU (it needs AVX512-BF16/AMX to be faster).
@@ -33,6 +37,7 @@ from benchmarks.flops import device_peaks, training_step_flops, utilisation
 from benchmarks.system import machine_description, report
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "channels_last": (False, True), "amp_channels_last": (True, True)}
+COMPILED = {"compile": "fp32", "amp_compile": "amp"}  # torch.compile variant -> the eager variant of the same precision
 
 
 def random_batches(count: int, batch: int, size: int, num_classes: int, *, seed: int = 0) -> list[dict]:
@@ -76,14 +81,16 @@ def images_per_second(
 def run(args) -> dict:
     device = resolve_device(args.device)
     batches = random_batches(args.steps, args.batch, args.size, 20)
+    variants = {name: (amp, channels_last, False) for name, (amp, channels_last) in VARIANTS.items()}
+    if args.compile:
+        amp = device.type == "cuda"  # as the pipeline would run it: AMP on CUDA, fp32 on CPU
+        variants["amp_compile" if amp else "compile"] = (amp, False, True)
     best: dict[str, dict] = {}
     for _ in range(args.repeats):
-        for name, (amp, channels_last) in VARIANTS.items():
-            result = images_per_second(args.backbone, device, amp=amp, channels_last=channels_last, batches=batches)
+        for name, (amp, channels_last, compile_model) in variants.items():
+            result = images_per_second(args.backbone, device, amp=amp, channels_last=channels_last, batches=batches, compile_model=compile_model)
             if name not in best or result["images_per_s"] > best[name]["images_per_s"]:
                 best[name] = result
-    if args.compile:
-        best["compile"] = images_per_second(args.backbone, device, amp=device.type == "cuda", channels_last=False, batches=batches, compile_model=True)
     figures = {"device": str(device), "backbone": args.backbone, "image_size": args.size, "batch": args.batch, "steps_per_epoch": args.steps}
     if device.type == "cuda":
         figures["amp_dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16 + GradScaler"
@@ -99,7 +106,8 @@ def run(args) -> dict:
         for key, value in utilisation(flops_per_image, result["images_per_s"], named_peaks).items():
             figures[f"{name}_{key}"] = value
         figures[f"{name}_data_wait_fraction"] = round(result["data_wait_fraction"], 4)
-        figures[f"{name}_over_fp32"] = round(result["images_per_s"] / best["fp32"]["images_per_s"], 3)
+        for base in dict.fromkeys(("fp32", COMPILED.get(name, "fp32"))):
+            figures[f"{name}_over_{base}"] = round(result["images_per_s"] / best[base]["images_per_s"], 3)
     return figures
 
 

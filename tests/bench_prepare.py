@@ -5,18 +5,24 @@
 Writes N generated 500x375 JPEGs (smooth random content plus noise, ~30-60 KB like photos) in
 each on-disk format (VOC with masks, VOC train_aug with SBD .mat masks, COCO with 3 polygon
 instances and a crowd RLE per image, folder with masks), runs ``prepare_dataset`` on each and
-prints wall and CPU seconds per 1,000 images. COCO is timed twice: cold (rasterising) and with
-the mask cache warm.
+prints one JSON line per run: wall and CPU seconds per 1,000 images, and the same for a baseline
+timed right after it in this process: merely decoding the images of the prepared manifest (PIL
+open + load, the same number of threads), with prepare/decode ratios. COCO is timed twice:
+cold (every mask rasterised: each image's annotations differ, val's from train's too) and with
+the mask cache warm (``warm_over_cold``); its rows count ``masks_from_cache`` and
+``masks_rasterised`` (null for the formats without a mask cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -26,6 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bao.data.manifest import read_manifest  # noqa: E402
 from bao.data.palette import save_mask  # noqa: E402
 from bao.data.prepare import prepare_dataset  # noqa: E402
 from dataset_fixtures import block_mask, coco_split, data_config, voc_xml, write_sbd_mat  # noqa: E402
@@ -70,21 +77,24 @@ def make_sbd(root: Path, ids: list[str]) -> None:
 
 def make_coco(root: Path, count: int) -> None:
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    for split, first, n in (("train2014", 1, count - count // 5), ("val2014", 10**6, count // 5)):
+    n_train = count - count // 5
+    # index counts on across the splits: every image its own annotations (val's differ from train's
+    # too), so on a cold cache nothing is served from the content-keyed mask cache
+    for split, first, n, offset in (("train2014", 1, n_train, 0), ("val2014", 10**6, count // 5, n_train)):
         template = coco_split(split, 0)  # its categories and an annotation of each kind
         images, annotations = [], []
         for i in range(n):
-            image_id = first + i
+            image_id, index = first + i, offset + i
             name = f"COCO_{split}_{image_id:012d}.jpg"
             write_photo(root / split / name, image_id)
             images.append({"id": image_id, "file_name": name, "height": HEIGHT, "width": WIDTH})
-            shift = i % 37  # every image its own annotations, so the content-keyed cache cannot share masks
+            shift = index % 37  # with the crowd's start (index % 300), unique for 11,100 images
             for k, (x, y) in enumerate(((40 + shift, 30), (200, 100 + shift), (320 - shift, 200))):
                 poly = [x, y, x + 150, y + 10, x + 140, y + 140, x + 10, y + 120, x - 5, y + 60]
                 annotations.append({"id": 10 * image_id + k, "image_id": image_id, "category_id": (1, 3, 18)[k],
                                     "iscrowd": 0, "segmentation": [[float(v) for v in poly]]})
             crowd = np.zeros((HEIGHT, WIDTH), np.uint8)
-            crowd[300:370, 10 + i % 300:490] = 1
+            crowd[300:370, 10 + index % 300:490] = 1
             from pycocotools import mask as mask_utils
             rle = mask_utils.encode(np.asfortranarray(crowd))
             annotations.append({"id": 10 * image_id + 9, "image_id": image_id, "category_id": 1, "iscrowd": 1,
@@ -104,15 +114,48 @@ def make_folder(root: Path, count: int) -> None:
     (root / "classes.txt").write_text("cat\ndog\nbird\n")
 
 
+def decode_seconds(paths: list[Path], workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds to merely decode ``paths`` in ``workers`` threads: the baseline."""
+
+    def decode(path: Path) -> None:
+        with Image.open(path) as image:
+            image.load()
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(decode, paths):
+            pass
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def timed(name: str, cfg, out: Path, workers: int) -> dict:
+    """Prepare ``cfg`` once, then decode its manifest's images as the baseline; print the row."""
     wall, cpu = time.perf_counter(), time.process_time()
     summary = prepare_dataset(cfg, out, workers=workers)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    count = sum(summary["num_images"].values())
+    manifest = read_manifest(out)
+    paths = [manifest.resolve(stored) for stored in manifest.table["image_path"]]
+    decode_wall, decode_cpu = decode_seconds(paths, workers)
     shutil.rmtree(out)
-    row = {"dataset": name, "images": count, "wall_s_per_1000": round(wall * 1000 / count, 1), "cpu_s_per_1000": round(cpu * 1000 / count, 1)}
-    print(json.dumps(row), flush=True)
+    count = sum(summary["num_images"].values())
+    assert count == len(paths), (count, len(paths))
+    source = summary["source"]
+    cached = "masks_rasterised" in source or "masks_from_cache" in source
+    row = {
+        "dataset": name, "images": count,
+        "wall_s_per_1000": round(wall * 1000 / count, 2), "cpu_s_per_1000": round(cpu * 1000 / count, 2),
+        "decode_wall_s_per_1000": round(decode_wall * 1000 / count, 2), "decode_cpu_s_per_1000": round(decode_cpu * 1000 / count, 2),
+        "prepare_over_decode_wall": round(wall / decode_wall, 2), "prepare_over_decode_cpu": round(cpu / decode_cpu, 2),
+        "masks_from_cache": source.get("masks_from_cache", 0) if cached else None,
+        "masks_rasterised": source.get("masks_rasterised", 0) if cached else None,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "_wall_s": wall, "_cpu_s": cpu,
+    }
     return row
+
+
+def show(row: dict) -> None:
+    print(json.dumps({key: value for key, value in row.items() if not key.startswith("_")}), flush=True)
 
 
 def main() -> None:
@@ -124,16 +167,20 @@ def main() -> None:
     try:
         ids = [f"2008_{i:06d}" for i in range(n)]
         make_voc(work / "voc", ids, with_masks=True)
-        timed("voc", data_config("voc", work / "voc"), work / "out", args.workers)
+        show(timed("voc", data_config("voc", work / "voc"), work / "out", args.workers))
         make_voc(work / "voc_aug", ids, with_masks=False)
         make_sbd(work / "sbd", ids)
-        timed("voc train_aug (SBD .mat masks)", data_config("voc", work / "voc_aug", "train_aug", sbd_root=str(work / "sbd")), work / "out", args.workers)
+        show(timed("voc train_aug (SBD .mat masks)", data_config("voc", work / "voc_aug", "train_aug", sbd_root=str(work / "sbd")), work / "out", args.workers))
         make_coco(work / "coco", n)
         coco = data_config("coco", work / "coco", "train2014", "val2014", cache_dir=str(work / "cache"))
-        timed("coco (cold cache)", coco, work / "out", args.workers)
-        timed("coco (warm cache)", coco, work / "out", args.workers)
+        cold = timed("coco (cold cache)", coco, work / "out", args.workers)
+        show(cold)
+        warm = timed("coco (warm cache)", coco, work / "out", args.workers)
+        warm["warm_over_cold_wall"] = round(warm["_wall_s"] / cold["_wall_s"], 3)
+        warm["warm_over_cold_cpu"] = round(warm["_cpu_s"] / cold["_cpu_s"], 3)
+        show(warm)
         make_folder(work / "folder", n)
-        timed("folder", data_config("folder", work / "folder"), work / "out", args.workers)
+        show(timed("folder", data_config("folder", work / "folder"), work / "out", args.workers))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
