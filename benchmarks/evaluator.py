@@ -105,13 +105,17 @@ def run(root: Path, count: int, workers: int, repeats: int, *, num_classes: int 
     return figures | cli_comparison(gt_dir, pred_dir, root, num_classes=num_classes, workers=workers, repeats=repeats)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as temp:
         figures = run(Path(temp), args.count, args.workers, args.repeats)
     figures["machine"] = machine_description()

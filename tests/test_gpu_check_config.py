@@ -31,3 +31,13 @@ def test_gpu_runtime_is_a_valid_runtime_yaml(tmp_path):
     runtime = load_runtime(path, environ={}, must_exist=True)
     assert (runtime.loader_workers, runtime.inference_batch_size, runtime.io_threads) == (4, 8, 4)
 
+
+
+@pytest.mark.parametrize("mode", ["gpu", "cpu", "tiny"])
+def test_each_modes_benchmark_options_parse(mode):
+    """A renamed or removed benchmark flag fails here, not on the GPU (argparse exits on an unknown one)."""
+    from benchmarks import evaluator, pseudo_label, train_step
+
+    for module, options in zip((train_step, pseudo_label, evaluator), gpu_check.BENCHMARK_OPTIONS[mode]):
+        args = module.build_parser().parse_args([*options, "--out", "figures.json"])
+        assert str(args.out) == "figures.json", module.__name__

@@ -35,13 +35,14 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def assert_ratio(figures: dict, ratio: str, numerator: str, denominator: str) -> None:
+def assert_ratio(figures: dict, ratio: str, numerator: str, denominator: str, *, half_unit: float = 0.00005) -> None:
     """``figures[ratio]`` is numerator / denominator of the figures printed beside it, within the
-    rounding of all three (so no ratio can be typed in rather than measured)."""
+    rounding of all three (so no ratio can be typed in rather than measured). ``half_unit``: half
+    the last printed digit of the two figures (times have 4 decimals, images/s 2)."""
     top, bottom = figures[numerator], figures[denominator]
     expected = top / bottom
-    # times are printed to 4 decimals and ratios to 2 or 3: the widest gap that rounding allows
-    slack = expected * (0.00005 / top + 0.00005 / bottom) + 0.005
+    # ratios are printed to 2 or 3 decimals: the widest gap that rounding allows
+    slack = expected * (half_unit / top + half_unit / bottom) + 0.005
     assert abs(figures[ratio] - expected) <= slack, (ratio, figures[ratio], expected)
 
 
@@ -61,6 +62,13 @@ def test_train_step_benchmark_reports_throughput_and_mfu(tmp_path):
         assert 0 <= figures[f"{variant}_data_wait_fraction"] < 1
     assert positive(figures["compile_over_fp32"])
     assert not any(key.startswith("amp_compile") or key == "compile_over_amp" for key in figures)
+    for variant in ("amp", "channels_last", "amp_channels_last", "compile"):  # ratios of the printed speeds
+        assert_ratio(figures, f"{variant}_over_fp32", f"{variant}_images_per_s", "fp32_images_per_s", half_unit=0.005)
+    # MFU is the achieved FLOP rate (model FLOPs x images/s) over the peak measured in this run
+    peak = figures["peaks"]["measured_matmul_flops_per_s"]
+    achieved = figures["model_gflops_per_image"] * 1e9 * figures["fp32_images_per_s"]
+    assert math.isclose(figures["fp32_mfu_vs_measured_matmul"], achieved / peak, rel_tol=0.01)
+    assert figures["machine"]["load_average_1min_start"] is not None and figures["machine"]["load_average_1min"] is not None
 
 
 def test_train_step_compile_on_cuda_is_amp_every_repeat_and_compared_with_amp(monkeypatch):
@@ -98,6 +106,7 @@ def test_pseudo_label_benchmark_times_batches_and_memory(tmp_path):
     figures = json.loads(out.read_text())
     assert positive(figures["one_at_a_time_images_per_s"]) and positive(figures["batched_images_per_s"])
     assert figures["identical_labels"] is True
+    assert_ratio(figures, "batched_over_one_at_a_time", "batched_images_per_s", "one_at_a_time_images_per_s", half_unit=0.005)
     assert figures["memory_n"] == 4 and positive(figures["rss_before_mib_at_n"])
     assert positive(figures["rss_growth_mib_at_n"]) and positive(figures["rss_growth_mib_at_4n"])
     assert figures["rss_retained_per_extra_image_mib"] < 0.1
