@@ -106,17 +106,17 @@ def summarize(exp_show: list) -> dict:
     skipped = []
     for record in sorted(records, key=lambda r: r["timestamp"]):
         others = {key: value for key, value in record["params"].items() if not key.endswith(f":{SEED_KEY}")}
-        if record["state"] != "success" or not record["metrics"]:
-            skipped.append({"name": record["name"], "why": f"state {record['state']}, {len(record['metrics'])} metrics"})
-        elif record["non_finite"]:  # a diverged run is not averaged away: it is named as not counted
-            skipped.append({"name": record["name"], "why": f"non-finite metrics (diverged?): {', '.join(record['non_finite'])}"})
-        elif others != fixed:
+        if others != fixed and record["params"]:  # another experiment, not a seed of this configuration
             changed = sorted(key.split(":", 1)[1] for key in set(others) | set(fixed) if others.get(key) != fixed.get(key))
-            skipped.append({"name": record["name"], "why": f"params other than seed differ: {', '.join(changed)}"})
+            skipped.append({"name": record["name"], "why": f"params other than seed differ: {', '.join(changed)}", "seed_run": False})
+        elif record["state"] != "success" or not record["metrics"]:
+            skipped.append({"name": record["name"], "why": f"state {record['state']}, {len(record['metrics'])} metrics", "seed_run": True})
+        elif record["non_finite"]:  # a diverged run is not averaged away: it is named as not counted
+            skipped.append({"name": record["name"], "why": f"non-finite metrics (diverged?): {', '.join(record['non_finite'])}", "seed_run": True})
         else:
             seed = _seed_of(record["params"])
             if seed in chosen:
-                skipped.append({"name": chosen[seed]["name"], "why": f"seed {seed} ran again later ({record['name']})"})
+                skipped.append({"name": chosen[seed]["name"], "why": f"seed {seed} ran again later ({record['name']})", "seed_run": True})
             chosen[seed] = record
     if not chosen:
         raise SeedSummaryError("no finished experiment of this commit differs only in seed: "
@@ -144,8 +144,9 @@ def markdown_table(summary: dict, rows: tuple[str, ...] = HEADLINE) -> str:
         entry = summary["metrics"][name]
         std = "n/a" if entry["std"] is None else f"{entry['std']:.4f}"
         lines.append(f"| {name} | {entry['mean']:.4f} ± {std} | {entry['min']:.4f} | {entry['max']:.4f} | {entry['n']} |")
-    if summary["skipped"]:
-        lines += ["", "Not counted: " + "; ".join(f"{item['name']} ({item['why']})" for item in summary["skipped"])]
+    not_counted = [item for item in summary["skipped"] if item["seed_run"]]  # seed runs left out, not other experiments
+    if not_counted:
+        lines += ["", "Not counted: " + "; ".join(f"{item['name']} ({item['why']})" for item in not_counted)]
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,8 @@ def test_experiments_changing_other_params_or_unfinished_are_not_mixed_in():
     assert summary["seeds"] == [0, 1, 2] and len(summary["experiments"]) == 3
     assert {item["name"]: item["why"] for item in summary["skipped"]} == {
         "lr-sweep": "params other than seed differ: lr", "broken": "state failed, 3 metrics"}
+    table = markdown_table(summary)  # the failed seed run is named; another experiment is not a seed run
+    assert "Not counted: broken (state failed, 3 metrics)" in table and "lr-sweep" not in table
     queued = copy.deepcopy(experiments[1])
     queued["name"], queued["executor"]["state"] = "later", "queued"
     experiments.append(queued)
