@@ -46,9 +46,20 @@ def train(model_to_call: nn.Module, model: nn.Module, loader, seen: list) -> lis
     return train_loop(step, model, loader, optimizer, scheduler=None, epochs=EPOCHS, device=torch.device("cpu")).history
 
 
-def _rank_main(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def become_rank(rank: int, port: int, world: int = WORLD) -> None:
+    """In a spawned process: the environment ``torchrun`` would give rank ``rank``, one thread."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
+
+
+def _rank_main(rank: int, port: int, out_dir: str) -> None:
+    become_rank(rank, port)
     from bao.distributed import init_distributed, is_main_process, shared_atomic_outputs
     from bao.metrics import ConfusionMatrix
     from bao.train.common import make_loader, prepare_model
@@ -91,16 +102,12 @@ class GlobalBatches:
             yield torch.utils.data.default_collate([self.dataset[i] for i in order[start : start + size]])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_rank_main, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True, start_method="fork")
+    mp.start_processes(_rank_main, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True, start_method="fork")
     return out_dir, [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

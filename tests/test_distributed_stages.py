@@ -4,7 +4,6 @@ augmentation seed (seed + rank) kept across a resume, and a failing rank that ab
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,15 +14,9 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from test_distributed import PER_RANK_BATCH, SEED, WORLD, TinyData, tiny_model
+from test_distributed import PER_RANK_BATCH, SEED, WORLD, TinyData, become_rank, free_port, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _draws(model, loader, epochs: int, checkpoint) -> list[list[float]]:
@@ -43,8 +36,7 @@ def _draws(model, loader, epochs: int, checkpoint) -> list[list[float]]:
 
 
 def _rank_main(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
+    become_rank(rank, port)
     from bao.runtime import seed_everything
     from bao.stage import start_stage
     from bao.train.checkpoint import CheckpointHook
@@ -70,7 +62,7 @@ def _rank_main(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_ranks_augment_with_seed_plus_rank_and_resume_restores_each_ranks_rng(tmp_path):
-    mp.start_processes(_rank_main, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork")
+    mp.start_processes(_rank_main, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork")
     results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
     torch.manual_seed(0)  # params.yaml's seed; rank 0 draws exactly what one process seeded with it draws
     assert results[0]["first_draw"] == torch.rand(()).item()
@@ -119,7 +111,7 @@ RANK_SCRIPT = textwrap.dedent("""
 def _two_ranks(mode: str, timeout_s: int) -> tuple[list[subprocess.CompletedProcess], list[float]]:
     """Both processes' results and the seconds each took to exit (a process still alive after
     60 s, or rank 1 once rank 0 has exited in mode "stuck", is killed: return code -9)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
     started = time.monotonic()

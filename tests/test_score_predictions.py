@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 from bao import distributed
@@ -20,6 +17,7 @@ from bao.infer import segment
 from bao.infer.segment import evaluation_metrics, score_predictions
 from bao.io import write_json
 from dataset_fixtures import data_config, write_folder
+from test_distributed import become_rank, free_port
 
 
 @pytest.fixture
@@ -79,8 +77,7 @@ def test_metrics_files_refuse_nan_naming_the_key(tmp_path):
 
 
 def _score_on_rank(rank: int, port: int, prepared: str, predictions: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
-    torch.set_num_threads(1)
+    become_rank(rank, port, world=2)
     from bao.distributed import init_distributed
 
     assert init_distributed("cpu", timeout_s=120)
@@ -92,9 +89,6 @@ def test_two_gloo_processes_score_what_one_process_scores(manifest_with_predicti
     """As ``torchrun --nproc_per_node 2`` runs the evaluate stage: both processes end with the
     one-process metrics."""
     manifest, predictions = manifest_with_predictions
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_score_on_rank, args=(port, str(manifest.root), str(predictions), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_score_on_rank, args=(free_port(), str(manifest.root), str(predictions), str(tmp_path)), nprocs=2, join=True)
     alone = json.loads(json.dumps(score_predictions(manifest, "train", predictions)))
     assert json.loads((tmp_path / "rank0.json").read_text()) == json.loads((tmp_path / "rank1.json").read_text()) == alone
