@@ -70,6 +70,12 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
+    @property
+    def counted(self) -> bool:
+        """Whether any pixel was counted: without one (no mask, or every pixel ignored) an mIoU
+        would be NaN, so callers report null instead."""
+        return bool(self.matrix.any())
+
     def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
         self.matrix += confusion_counts(gt, pred, self.num_classes, self.ignore_index)
 

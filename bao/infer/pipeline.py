@@ -117,7 +117,7 @@ def threshold_sweep(
         add(pool.drain())
     _all_reduce(matrices)
     per_image.all_reduce()
-    if not any(matrix.matrix.sum() for matrix in matrices["sweep"]):
+    if not any(matrix.counted for matrix in matrices["sweep"]):
         raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
     names = class_names_with_background(manifest)
     results = [matrix.compute(names) for matrix in matrices["sweep"]]
@@ -181,7 +181,7 @@ def bao_pseudo_labels(
         _add_counts(matrices, pool.drain())
     _all_reduce(matrices)
     names = class_names_with_background(manifest)
-    return {name: group[0].compute(names) if group[0].matrix.sum() else None for name, group in matrices.items()}, gallery
+    return {name: group[0].compute(names) if group[0].counted else None for name, group in matrices.items()}, gallery
 
 
 def baseline_labels(

@@ -51,7 +51,7 @@ def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: i
     pairs = [(manifest.resolve(row.mask_path), Path(pred_dir) / f"{row.image_id}.png") for row in rows.itertuples()]
     matrix = evaluate_pairs(shard(pairs), manifest.num_classes + 1, workers)
     matrix.all_reduce()
-    if not matrix.matrix.any():
+    if not matrix.counted:
         log.warning("%s: every ground-truth pixel of the %d masks is ignored (255); no mIoU", split, len(pairs))
         return None
     return matrix.compute(["background", *manifest.classes])
