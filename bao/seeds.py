@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     table = markdown_table(summary)
     write_json(args.out, summary)
-    Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.table) as temp:
+    with atomic_path(args.table) as temp:  # creates the table's directory, like write_json
         temp.write_text(table)
     print(table, end="")
     for item in summary["skipped"]:

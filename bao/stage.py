@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the manifest module imports pandas: only where a stage read
     from bao.data.manifest import Manifest
 
 
-
 @dataclasses.dataclass(frozen=True)
 class StageRun:
     """What ``run_training_stage`` hands a stage's training function."""
