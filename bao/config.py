@@ -101,6 +101,11 @@ class ModelConfig(Section):
     def _known_backbone(cls, name: str) -> str:
         return _check_backbone_name(name, conformer=True)
 
+    def without_initial_weights(self) -> ModelConfig:
+        """The same network with no ImageNet or checkpoint weights to load: for a model whose
+        trained weights are loaded next, so they are not read (or downloaded) for nothing."""
+        return self.model_copy(update={"pretrained": False, "checkpoint": None})
+
 
 class LoaderConfig(Section):
     """Batch and augmentation settings shared by every training stage."""

@@ -121,10 +121,10 @@ def stage_flops_per_image(params: Params, stage: str, num_classes: int) -> float
     labels[:, 0] = 1.0
     torch.manual_seed(0)
     if stage == "train_cam":
-        model = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), num_classes).train()
+        model = create_cam_net(params.model.without_initial_weights(), num_classes).train()
         flops = training_step_flops(lambda: classification_loss(model(images)["logits"], labels))
     elif stage == "train_bao":
-        model_cfg = params.model.model_copy(update={"pretrained": False, "checkpoint": None})
+        model_cfg = params.model.without_initial_weights()
         student = create_bao_net(model_cfg, num_classes, use_label_encoder=params.bao.label_encoder).train()
         teacher, _ = make_teacher(student, params.bao, 1)
 

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params, runtime, device = start_stage("threshold_baseline", args.params, args.runtime)
     manifest = read_manifest(args.prepared)
-    cam_net = create_cam_net(params.model.model_copy(update={"pretrained": False, "checkpoint": None}), manifest.num_classes)
+    cam_net = create_cam_net(params.model.without_initial_weights(), manifest.num_classes)
     load_model_state(args.cam_model, cam_net, manifest.classes)
     sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime=runtime)
     if not is_main_process():

@@ -130,3 +130,10 @@ def test_saved_model_reloads_to_identical_outputs(family, tmp_path):
     images, labels = inputs()
     with torch.no_grad():
         assert torch.equal(net(images, labels)["am"], fresh(images, labels)["am"])
+
+
+def test_a_model_about_to_load_trained_weights_reads_no_initial_ones():
+    cfg = ModelConfig(backbone="resnet18", pretrained=True, checkpoint="weights.pth", output_stride=8, refine="none")
+    bare = cfg.without_initial_weights()
+    assert (bare.pretrained, bare.checkpoint) == (False, None)
+    assert bare.model_dump(exclude={"pretrained", "checkpoint"}) == cfg.model_dump(exclude={"pretrained", "checkpoint"})
