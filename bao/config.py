@@ -140,6 +140,10 @@ class BaoConfig(LoaderConfig):
     # (effectively 1.0, the official code's result); applied: the foreground half is multiplied by it
     fg_weight_mode: Literal["official", "applied"] = "official"
     lr_schedule: Literal["poly", "constant"] = "constant"  # official: constant AdamW lr
+    # lr of the trained CAM network inside the BAO network (backbone + classifier); null = bao.lr for
+    # every parameter (official); 0 = frozen, BN included: its CAMs stay the CAM network's and the
+    # teacher is that network itself (no EMA), while only the new head (at bao.lr) learns
+    cam_lr: float | None = Field(default=None, ge=0)
     # train: the teacher makes targets in train mode (batch-statistics BN, DropPath) and the EMA
     # covers parameters only, as in the official code; eval: eval mode, BN buffers copied too
     teacher_mode: Literal["train", "eval"] = "train"
@@ -164,6 +168,11 @@ class PseudoLabelConfig(Section):
     thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
     # geometric: maps drawn where the network saw them; official: the official code's bilinear resize
     align: Literal["geometric", "official"] = "geometric"
+    # figures that say why BAO wins or loses (bao.infer.diagnose), scored on the training masks;
+    # the alignment check tries every shift of BAO's labels on a grid of shift_step px within shift_max px
+    diagnose: bool = True
+    shift_max: int = Field(default=8, ge=0, le=64)
+    shift_step: int = Field(default=2, ge=1)
 
     @field_validator("thresholds")
     @classmethod

@@ -44,10 +44,13 @@ def main(argv: list[str] | None = None) -> None:
         labels_dir.mkdir(exist_ok=True)
         results, gallery = bao_pseudo_labels(
             bao_net.to(device), manifest, params.pseudo_label, crf=params.crf, device=device, out_dir=labels_dir,
-            gallery_size=params.report.gallery_size, runtime=runtime,
+            gallery_size=params.report.gallery_size, runtime=runtime, cam_net=cam_net.to(device),
         )
         if is_main_process():
-            metrics = {**comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"])}
+            metrics = {
+                **comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"]),
+                "diagnosis": results["diagnosis"],
+            }
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
             rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, bao=gallery, threshold=gallery_t, runtime=runtime)

@@ -21,6 +21,7 @@ from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
 from bao.infer.crf import refine_in_workers
+from bao.infer.diagnose import Diagnosis
 from bao.infer.per_image import PerImageBestT
 from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
 from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
@@ -69,9 +70,16 @@ def _save_and_score(name: str, path: Path, prediction: np.ndarray, gt_path: Path
     return _score(name, gt_path, [prediction], num_classes)
 
 
-def _add_counts(matrices: dict[str, list[ConfusionMatrix]], results: list[tuple[str, np.ndarray | None]]) -> None:
+def _diagnose(diagnosis: Diagnosis, gt_path: Path, prediction: np.ndarray, parts: dict) -> tuple[str, dict]:
+    return "diagnosis", diagnosis.score(read_mask(gt_path), prediction, parts)
+
+
+def _add_counts(matrices: dict[str, list[ConfusionMatrix]], results: list[tuple[str, np.ndarray | None]], diagnosis: Diagnosis | None = None) -> None:
     for name, counts in results:
-        if counts is not None:
+        if name == "diagnosis":
+            if counts is not None:
+                diagnosis.add(counts)
+        elif counts is not None:
             for matrix, matrix_counts in zip(matrices[name], counts):
                 matrix.add(matrix_counts)
 
@@ -129,6 +137,12 @@ def threshold_sweep(
     }
 
 
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two networks hold identical tensors (a BAO network trained with its CAM network frozen)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[key], sb[key].to(sa[key].device)) for key in sa)
+
+
 def bao_pseudo_labels(
     bao_net: nn.Module,
     manifest: Manifest,
@@ -139,18 +153,29 @@ def bao_pseudo_labels(
     out_dir: Path,
     gallery_size: int = 0,
     runtime: RuntimeConfig | None = None,
+    cam_net: nn.Module | None = None,
 ) -> tuple[dict, dict[int, dict]]:
     """Write one palette PNG per training image (CRF-refined when ``crf.enabled``).
 
-    Returns metrics ``{"bao": ..., "bao_crf": ...}`` (None where no mask or no CRF) and, for the
-    first ``gallery_size`` images (of this process's shard), their BAO label, background score map
-    and CRF label."""
+    Returns metrics ``{"bao": ..., "bao_crf": ..., "diagnosis": ...}`` (None where no mask, no CRF
+    or ``pseudo_label.diagnose`` off) and, for the first ``gallery_size`` images (of this process's
+    shard), their BAO label, background score map and CRF label. ``cam_net``: the CAM network, for
+    the diagnosis's BAO background with the CAM network's CAMs (run only when its weights differ
+    from the BAO network's own CAM network)."""
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
     k = manifest.num_classes + 1
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
     maps_iter = _multiscale(bao_net, loader, device, cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
+    diagnosis, cam_iter = None, None
+    if cfg.diagnose and (manifest.split("train")["mask_path"] != "").any():
+        distinct = cam_net is not None and not same_weights(cam_net, bao_net.cam_net)
+        diagnosis = Diagnosis(k, cfg.thresholds, max_shift=cfg.shift_max, shift_step=cfg.shift_step, with_cam_net=cam_net is not None)
+        if distinct:
+            cam_iter = _multiscale(cam_net, _train_images(manifest, cfg, runtime)[1], device, cfg, with_am=False, desc="CAM network (diagnosis)", runtime=runtime)
+
+    collect = lambda results: _add_counts(matrices, results, diagnosis)  # noqa: E731
 
     with BoundedPool(OUTPUT_THREADS) as pool:
 
@@ -160,28 +185,42 @@ def bao_pseudo_labels(
                 prediction = scores_to_labels(scores)
                 if len(gallery) < gallery_size:
                     gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
+                if diagnosis is not None:
+                    cam_net_cams = maps["cams"] if cam_net is not None else None
+                    if cam_iter is not None:
+                        cam_index, cam_maps, _ = next(cam_iter)
+                        assert cam_index == index, "the diagnosis's two passes must visit the images in the same order"
+                        cam_net_cams = cam_maps["cams"]
+                    gt_path = _gt_path(dataset, index)
+                    if gt_path is not None:
+                        parts = diagnosis.labellings_of(maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams)
+                        collect(pool.submit(_diagnose, diagnosis, gt_path, prediction, parts))
                 present = (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
                 yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, present
 
         if crf.enabled:
             def scored_jobs():  # BAO's own labels are scored too, then the CRF's are saved
                 for job in jobs():
-                    _add_counts(matrices, pool.submit(_score, "bao", _gt_path(dataset, job[0]), [job[2]], k))
+                    collect(pool.submit(_score, "bao", _gt_path(dataset, job[0]), [job[2]], k))
                     yield job
 
             for index, final in refine_in_workers(scored_jobs(), crf, runtime.crf_workers):
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
-                _add_counts(matrices, pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), num_classes=k))
+                collect(pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), num_classes=k))
                 if index in gallery:
                     gallery[index]["bao_crf"] = final
         else:
             for index, _, prediction, _ in jobs():
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
-                _add_counts(matrices, pool.submit(_save_and_score, "bao", path, prediction, _gt_path(dataset, index), num_classes=k))
-        _add_counts(matrices, pool.drain())
+                collect(pool.submit(_save_and_score, "bao", path, prediction, _gt_path(dataset, index), num_classes=k))
+        collect(pool.drain())
     _all_reduce(matrices)
     names = class_names_with_background(manifest)
-    return {name: group[0].compute(names) if group[0].counted else None for name, group in matrices.items()}, gallery
+    results = {name: group[0].compute(names) if group[0].counted else None for name, group in matrices.items()}
+    if diagnosis is not None:
+        diagnosis.all_reduce()
+    results["diagnosis"] = diagnosis.summary(names) if diagnosis is not None else None
+    return results, gallery
 
 
 def baseline_labels(

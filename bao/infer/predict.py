@@ -61,6 +61,7 @@ def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool
         maps = {"cams": outputs["cams"]}
         if with_am:
             maps["background"] = outputs["am"][:, :1]
+            maps["am_classes"] = outputs["am"][:, 1:]  # the student's own class channels (diagnosis)
         return maps
 
     return forward

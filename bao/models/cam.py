@@ -97,6 +97,7 @@ class BaoNet(nn.Module):
         if head_init not in HEAD_INITS:
             raise ValueError(f"bao.head_init must be one of {HEAD_INITS}, got {head_init!r}")
         self.cam_net = cam_net
+        self.cam_frozen = False
         channels, num_classes = cam_net.out_channels, cam_net.num_classes
         self.label_encoder = nn.Linear(num_classes, channels) if use_label_encoder else None
         self.am_head = nn.Conv2d(channels, num_classes + 1, kernel_size=3, padding=1)
@@ -109,6 +110,19 @@ class BaoNet(nn.Module):
     @property
     def normalization(self) -> Normalization:
         return self.cam_net.normalization
+
+    def freeze_cam_net(self) -> BaoNet:
+        """No gradient and eval-mode BN for the CAM network for good: ``train()`` then trains the
+        head only, so the CAMs stay exactly the trained CAM network's."""
+        self.cam_frozen = True
+        self.cam_net.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> BaoNet:
+        super().train(mode)
+        if self.cam_frozen:
+            self.cam_net.eval()
+        return self
 
     def feature_geometry(self, input_size: tuple[int, int]) -> FeatureGeometry:
         """The activation map is a 3x3 (padding 1) conv of the CAM network's features: same cells."""

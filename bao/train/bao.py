@@ -68,6 +68,39 @@ def effective_fg_weight(cfg: BaoConfig, epoch: int) -> float:
     return cfg.fg_weight_first_epoch if cfg.fg_weight_mode == "applied" and epoch == 0 else 1.0
 
 
+class TargetAgreement(Hook):
+    """How often the student's own argmax over its K+1 channels is the teacher's target, over the
+    cells of the latest epoch: near 1 the head has learnt its targets (or over-fitted them), far
+    below it is under-trained. Free: both are at hand in every step."""
+
+    def __init__(self):
+        self.matches, self.cells, self.last_epoch = 0, 0, None
+
+    def before_epoch(self, state: LoopState) -> None:
+        self.matches, self.cells = 0, 0
+
+    def add(self, am: torch.Tensor, targets: torch.Tensor) -> None:
+        self.matches += int((am.detach().argmax(dim=1) == targets).sum())
+        self.cells += targets.numel()
+
+    def after_epoch(self, state: LoopState, epoch_losses: dict[str, float]) -> None:
+        self.last_epoch = self.matches / self.cells if self.cells else None
+
+
+def bao_param_groups(student: BaoNet, cfg: BaoConfig) -> list[dict] | None:
+    """AdamW's groups: the new head at ``bao.lr``, the trained CAM network at ``bao.cam_lr``.
+
+    None (``cam_lr: null``, official): one lr for every parameter. 0: the CAM network is frozen
+    (BN included) and left out of the optimizer."""
+    if cfg.cam_lr is None:
+        return None
+    head = [param for name, param in student.named_parameters() if not name.startswith("cam_net.")]
+    if cfg.cam_lr == 0:
+        student.freeze_cam_net()
+        return [{"params": head, "lr": cfg.lr}]
+    return [{"params": head, "lr": cfg.lr}, {"params": list(student.cam_net.parameters()), "lr": cfg.cam_lr}]
+
+
 def make_teacher(student: BaoNet, cfg: BaoConfig, iters_per_epoch: int) -> tuple[torch.nn.Module, list[Hook]]:
     """A gradient-free copy of the student's CAM network, updated by a hook unless ``bao.teacher:
     none`` (then it stays the trained CAM network: the no-EMA ablation).
@@ -114,16 +147,24 @@ def train_bao_net(
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=student.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform)
     load_model_state(cam_checkpoint, student.cam_net, manifest.classes)
-    loader, net, optimizer, scheduler = training_parts(student, dataset, cfg, seed=seed, device=device, runtime=runtime)
-    teacher, teacher_hooks = make_teacher(student, cfg, len(loader))
+    param_groups = bao_param_groups(student, cfg)
+    loader, net, optimizer, scheduler = training_parts(student, dataset, cfg, seed=seed, device=device, runtime=runtime, param_groups=param_groups)
+    # a frozen CAM network is its own teacher: its CAMs come from the student's forward pass, once
+    teacher, teacher_hooks = (None, []) if student.cam_frozen else make_teacher(student, cfg, len(loader))
+    agreement = TargetAgreement()
 
     def step(batch: dict, state: LoopState) -> dict[str, torch.Tensor]:
         images, labels = batch["image"], batch["labels"]
-        with torch.no_grad():
-            teacher_cams = teacher(images, refine=True)["cams"]
-        return bao_losses(net(images, labels, refine=True), teacher_cams, labels, cfg, epoch=state.epoch)
+        outputs = net(images, labels, refine=True)
+        if teacher is None:
+            teacher_cams = outputs["cams"].detach()
+        else:
+            with torch.no_grad():
+                teacher_cams = teacher(images, refine=True)["cams"]
+        agreement.add(outputs["am"], teacher_targets(teacher_cams, labels))
+        return bao_losses(outputs, teacher_cams, labels, cfg, epoch=state.epoch)
 
-    hooks = [*teacher_hooks, LiveHook(live, optimizer)]
+    hooks = [*teacher_hooks, agreement, LiveHook(live, optimizer)]
     fingerprint = run_fingerprint([model_cfg, cfg], seed, manifest, [cam_checkpoint, model_cfg.checkpoint])
     checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, fingerprint)
     state = train_loop(
@@ -131,4 +172,7 @@ def train_bao_net(
         checkpoint=checkpoint, amp=runtime.amp, channels_last=runtime.channels_last,
     )
     final = state.history[-1]
-    return student, {"final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"]}
+    return student, {
+        "final_loss": final["loss"], "final_loss_cls": final["loss_cls"], "final_loss_bal": final["loss_bal"],
+        "final_teacher_agreement": agreement.last_epoch,
+    }

@@ -90,16 +90,18 @@ def prepare_model(model: nn.Module, device: torch.device, runtime: RuntimeConfig
 
 
 def training_parts(
-    model: nn.Module, dataset: Dataset, cfg, *, seed: int, device: torch.device, runtime: RuntimeConfig
+    model: nn.Module, dataset: Dataset, cfg, *, seed: int, device: torch.device, runtime: RuntimeConfig, param_groups: list[dict] | None = None
 ) -> tuple[DataLoader, nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """What every training stage builds the same way from its params section (``batch_size``, ``lr``,
     ``weight_decay``, ``epochs``, ``lr_schedule``): the shuffled, resumable, sharded loader; the module
-    to call (on ``device``, DDP/compiled as ``runtime`` says); AdamW and its per-iteration schedule."""
+    to call (on ``device``, DDP/compiled as ``runtime`` says); AdamW and its per-iteration schedule.
+    ``param_groups``: AdamW's groups when parts of the model learn at their own lr (default: every
+    parameter at ``cfg.lr``)."""
     loader = make_loader(
         dataset, cfg.batch_size, shuffle=True, num_workers=runtime.loader_workers, seed=seed, drop_last=True, runtime=runtime, distributed=True
     )
     net = prepare_model(model, device, runtime)
-    optimizer = create_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+    optimizer = create_optimizer(param_groups if param_groups is not None else model.parameters(), cfg.lr, cfg.weight_decay)
     scheduler = create_scheduler(optimizer, cfg.epochs * len(loader), cfg.lr_schedule)
     return loader, net, optimizer, scheduler
 
