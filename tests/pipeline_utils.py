@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COPIED = ("bao", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore", "pyproject.toml",
-          "data/raw/README.md", "data/none", "runtime.example.yaml")
+COPIED = ("bao", "stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/plots", "vendor/vega/template.html",
+          ".dvcignore", ".gitignore", "pyproject.toml", "data/raw/README.md", "data/none", "runtime.example.yaml")
 
 TINY_OVERRIDES = {
     "data": {"synthetic": {"num_train": 24, "num_val": 8, "image_size": 64, "num_classes": 3}},
