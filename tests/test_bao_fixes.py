@@ -133,6 +133,8 @@ def test_diagnosis_figures_on_a_hand_computed_image():
     assert math.isclose(diagnosis.own_sweep[0].compute()["miou"], (0.5 + 8 / 12) / 2)
     # the student's argmax: class 1 where its channel (1.0) beats background (0 in cols 0-1, 3 in cols 2-3)
     assert summary["student_argmax_miou"] == 1.0
+    assert summary["student_background_cam_classes_miou"] == 1.0
+    assert summary["softmax_background_miou"] == 1.0  # p(bg) 1/(1+e) < 1 in columns 0-1, about 0.88 > 0.4 in column 2
     # BAO's background with CAMs on the wrong side: columns 0-1 (background 0, class 0 -> the tie rule gives the
     # class with the largest maximum) and column 3 (both 1.0 after normalisation) go wrong
     assert summary["bg_with_cam_net_cams_miou"] < 0.5

@@ -6,8 +6,12 @@ against the masks of the training images:
 
 - the CAMs: BAO training also moves the backbone, so its own CAMs are swept over t exactly as the
   CAM network's are (``own_cams_*``: did they get worse?);
-- the background map: the same map beside the CAM network's CAMs (``bg_with_cam_net_cams``), and the
-  student's own argmax over its K+1 channels, absent classes left out (``student_argmax``);
+- the background map: the same map beside the CAM network's CAMs (``bg_with_cam_net_cams``), the
+  student's own argmax over its K+1 channels, absent classes left out (``student_argmax``), and that
+  argmax's background/foreground decision with the classes from the CAMs
+  (``student_background_cam_classes``: no min-max normalisation of the background anywhere), and the
+  student's background probability (softmax over background and present classes, the scale its
+  loss trained) against the max-normalised CAMs (``softmax_background``);
 - the calibration between them: the mean normalised background score against the teacher's
   background (1 - the largest max-normalised CAM), and the foreground share of each labelling
   against the masks' (``fg_share_*``);
@@ -66,7 +70,7 @@ class Diagnosis:
         self.shifts = shift_grid(max_shift, shift_step)
         self.with_cam_net = with_cam_net
         self.own_sweep = [ConfusionMatrix(self.k) for _ in self.thresholds]
-        names = ["student_argmax", *(["bg_with_cam_net_cams"] if with_cam_net else [])]
+        names = ["student_argmax", "student_background_cam_classes", "softmax_background", *(["bg_with_cam_net_cams"] if with_cam_net else [])]
         self.labellings = {name: ConfusionMatrix(self.k) for name in names}
         self.shifted = [ConfusionMatrix(self.k) for _ in self.shifts]
         self.sums = dict.fromkeys(("bg_score", "teacher_bg", "pixels", "fg_bao", "fg_mid_t", "fg_truth", "scored"), 0.0)
@@ -77,9 +81,15 @@ class Diagnosis:
         own = max_normalized_cams(maps["cams"], labels)
         am = torch.cat([maps["background"], maps["am_classes"]]).float()
         am[1:][~present] = float("-inf")
+        student = am.argmax(dim=0)
+        cam_classes = own.argmax(dim=0) + 1
+        softmax_bg = torch.softmax(am, dim=0)[0]
+        with_softmax_bg = torch.cat([softmax_bg[None], own.masked_fill(~present[:, None, None], -1.0)])
         out = {
             "own_sweep": threshold_pseudo_labels(own, self.thresholds),
-            "student_argmax": scores_to_labels(am),
+            "student_argmax": student.to(torch.uint8).cpu().numpy(),
+            "student_background_cam_classes": torch.where(student == 0, 0, cam_classes).to(torch.uint8).cpu().numpy(),
+            "softmax_background": scores_to_labels(with_softmax_bg),
             "bg_score": float(bao_scores_map[0].sum()), "teacher_bg": float((1.0 - own.amax(dim=0)).sum()), "pixels": own[0].numel(),
             "mid_t": threshold_pseudo_labels(own, [MID_T])[0],
         }
