@@ -50,7 +50,7 @@ class SyntheticConfig(Section):
     num_classes: int = Field(ge=1, le=SYNTHETIC_NUM_SHAPES)  # one class per shape the generator draws
     seed: int = Field(default=0, ge=0)  # makes the demo images; separate from the training `seed`
     # how the images are drawn (defaults: bao.data.synthetic's OBJECT_SCALE etc.; a test keeps them equal)
-    object_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.08, 0.9)
+    object_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.1, 0.95)
     num_objects: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (1, 4)
     distractors: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 12)
     texture_regions: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 3)
