@@ -50,12 +50,14 @@ class SyntheticConfig(Section):
     num_classes: int = Field(ge=1, le=SYNTHETIC_NUM_SHAPES)  # one class per shape the generator draws
     seed: int = Field(default=0, ge=0)  # makes the demo images; separate from the training `seed`
     # how the images are drawn (defaults: bao.data.synthetic's OBJECT_SCALE etc.; a test keeps them equal)
-    object_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.1, 0.95)
+    object_scale: tuple[Annotated[float, Field(gt=0, le=4)], Annotated[float, Field(gt=0, le=4)]] = (0.1, 1.4)
+    truncation: float = Field(default=0.3, ge=0, lt=0.5)  # share of an object's box that may lie outside the image
     num_objects: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (1, 4)
     distractors: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 12)
     texture_regions: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 3)
+    class_part: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (1.0, 1.0)
 
-    @field_validator("object_scale", "num_objects", "distractors", "texture_regions")
+    @field_validator("object_scale", "num_objects", "distractors", "texture_regions", "class_part")
     @classmethod
     def _min_max(cls, value: tuple) -> tuple:
         if value[1] < value[0]:

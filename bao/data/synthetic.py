@@ -7,10 +7,10 @@ The point is a small dataset on which weakly supervised segmentation is a real p
   period and angle random): local cues a small CNN trained from scratch on two CPU cores
   learns within minutes, so CAMs light up object interiors and blur at their borders;
 * every image holds 1-4 objects (fewer more often) of scales from small to most of the image
-  (extent 10%..95% of the side by default, uniform, so foreground covers about 22% of an
-  image on average but anywhere from a few percent to most of it, as in PASCAL VOC), with
-  random rotation, aspect and position; they may partially occlude each other (the mask shows
-  the top one);
+  (extent 10%..140% of the side by default, log-uniform, close-ups cut by the frame, so
+  foreground covers about 22% of an image on average but from 1% to over half of it, as in
+  PASCAL VOC), with random rotation, aspect and position; they may partially occlude each other
+  (the mask shows the top one);
 * backgrounds are cluttered, and how much varies per image: smooth gradients, band-limited
   noise, 0-3 textured regions and 0-12 small distractor blobs, lines and curves (flat, gradient
   and blotchy fills) in colours drawn from the whole hue circle, so background regions often
@@ -44,11 +44,14 @@ SYNTHETIC_CLASSES: tuple[str, ...] = (
 JPEG_QUALITY = 95
 MIN_IMAGE_SIZE = 32
 # Generator options (params.yaml data.synthetic.*; bao.config.SyntheticConfig repeats these defaults, a test keeps them equal)
-OBJECT_SCALE = (0.1, 0.95)  # range of an object's extent (longer side of its box) as a fraction of the image side
+OBJECT_SCALE = (0.1, 1.4)  # range of an object's extent (longer side of its box) as a fraction of the image side, log-uniform
 NUM_OBJECTS = (1, 4)  # objects per image, min..max; each extra object is OBJECT_COUNT_RATIO times as likely
 OBJECT_COUNT_RATIO = 0.6
 DISTRACTORS = (0, 12)  # background clutter items per image, min..max (uniform: some images clean, some busy)
 TEXTURE_REGIONS = (0, 3)  # textured background regions per image, min..max
+MAX_OBJECT_SCALE = 4.0  # object_scale's upper limit (objects larger than the image need truncation > 0)
+TRUNCATION = 0.3  # share of an object's box that may lie outside the image, per axis (0: objects fully inside)
+CLASS_PART = (1.0, 1.0)  # share of an object wearing its class texture, min..max (the rest: a plain texture)
 MIN_VISIBLE_FRACTION = 0.6  # an occluded object keeps at least this much of its area
 CLASS_HUE_JITTER = 0.03  # std of a class colour's hue around its family (classes are 0.125 apart)
 MIN_COLOUR_CONTRAST = 50.0  # mean RGB distance object vs. surroundings, so objects stay visible
@@ -132,17 +135,22 @@ def _fill_polygons(size: int, parts: list[tuple[np.ndarray, int]]) -> np.ndarray
     return canvas
 
 
-def _place_shape(rng: np.random.Generator, name: str, size: int, scale: tuple[float, float] = OBJECT_SCALE) -> np.ndarray:
+def _place_shape(
+    rng: np.random.Generator, name: str, size: int, scale: tuple[float, float] = OBJECT_SCALE, truncation: float = TRUNCATION
+) -> np.ndarray:
     """Draw one class shape with random extent, aspect, rotation and position, fully inside the image.
 
-    The extent (the longer side of the shape's box, as a fraction of the image side) is uniform
-    in ``scale``: far and near objects alike. With the defaults, objects cover about 22% of an image
-    on average (PASCAL VOC: about 22%), from a few percent to over 40%."""
+    The extent (the longer side of the shape's box, as a fraction of the image side) is
+    log-uniform in ``scale``: as many objects from 10% to 20% of the side as from 70% to 140%,
+    photographs' mix of far objects and close-ups. With ``truncation`` > 0 up to that share of the
+    box may lie outside the image on each axis, and objects may be larger than the image (extent
+    > 1): close-ups cut by the frame. With the defaults objects cover 22% of an image on average
+    (PASCAL VOC: about 22%), from 1% (p10) to 52% (p90)."""
     parts = SHAPES[name](rng)
-    fits = (size - 3.0) / size  # largest extent that still fits inside the image
+    fits = (size - 3.0) / size if truncation == 0 else float("inf")  # largest extent that still fits inside the image
     low = min(max(scale[0], 10.0 / size), fits)  # tiny images: keep objects a few pixels thick
     high = min(max(scale[1], low), fits)
-    extent = rng.uniform(low, high) * size
+    extent = np.exp(rng.uniform(np.log(low), np.log(high))) * size
     aspect = np.exp(rng.uniform(-0.35, 0.35))
     angle = rng.uniform(0.0, 2.0 * np.pi)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -152,7 +160,12 @@ def _place_shape(rng: np.random.Generator, name: str, size: int, scale: tuple[fl
     transformed = [(points @ linear.T, value) for points, value in parts]
     outline = transformed[0][0]
     lo, hi = outline.min(axis=0), outline.max(axis=0)
-    offset = rng.uniform(1.0 - lo, np.maximum(size - 2.0 - hi, 1.0 - lo))
+    if truncation == 0:
+        offset = rng.uniform(1.0 - lo, np.maximum(size - 2.0 - hi, 1.0 - lo))
+    else:  # the box may overhang each border by `truncation` of its own size (both, if larger than the image)
+        margin = truncation * (hi - lo)
+        first, last = 1.0 - lo - margin, size - 2.0 - hi + margin
+        offset = rng.uniform(np.minimum(first, last), np.maximum(first, last))
     return _fill_polygons(size, [(points + offset, value) for points, value in transformed])
 
 
@@ -347,31 +360,37 @@ def _object_count(rng: np.random.Generator, num_objects: tuple[int, int]) -> int
 
 def _choose_objects(
     rng: np.random.Generator, size: int, num_classes: int, scale: tuple[float, float] = OBJECT_SCALE,
-    num_objects: tuple[int, int] = NUM_OBJECTS,
+    num_objects: tuple[int, int] = NUM_OBJECTS, truncation: float = TRUNCATION,
 ) -> list[PlacedObject]:
     """Objects of uniformly random classes; an object that would hide too much is redrawn or dropped."""
     wanted = _object_count(rng, num_objects)
     objects: list[PlacedObject] = []
     while not objects:  # the first object only fails on degenerate draws; retry until one fits
         label = int(rng.integers(num_classes)) + 1
-        candidate = [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale))]
+        candidate = [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale, truncation))]
         if _layout_ok(candidate):
             objects = candidate
     for _ in range(wanted - 1):
         label = int(rng.integers(num_classes)) + 1
         for _attempt in range(20):
-            candidate = objects + [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale))]
+            candidate = objects + [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale, truncation))]
             if _layout_ok(candidate):
                 objects = candidate
                 break
     return objects
 
 
-def _paint_object(rng: np.random.Generator, image: np.ndarray, obj: PlacedObject) -> np.ndarray:
-    """Composite the class's texture family (random colours) inside the object's box, redrawn until it contrasts."""
+def _paint_object(
+    rng: np.random.Generator, image: np.ndarray, obj: PlacedObject, class_part: tuple[float, float] = CLASS_PART
+) -> np.ndarray:
+    """Composite the class's texture family (random colours) inside the object's box, redrawn until it contrasts.
+
+    With ``class_part`` below 1, only a share (drawn from the range) of the object wears its class
+    texture, one smooth blob of it; the rest wears a plain texture in any colour, as a photographed
+    object has distinctive parts (a face, a wheel) and plain ones. The mask still covers it all."""
     inside = obj.alpha >= 128
     surround = (cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0) & ~inside
-    around = image[surround].mean(axis=0)
+    around = image[surround].mean(axis=0) if surround.any() else image.reshape(-1, 3).mean(axis=0)  # a close-up fills the image
     x, y, w, h = cv2.boundingRect(obj.alpha)
     box = (slice(y, y + h), slice(x, x + w))
     unit = image.shape[0] / 128.0
@@ -382,6 +401,13 @@ def _paint_object(rng: np.random.Generator, image: np.ndarray, obj: PlacedObject
         if np.linalg.norm(texture[inside[box]].mean(axis=0) - around) >= MIN_COLOUR_CONTRAST:
             break
         texture = _texture(rng, (h, w), unit, kind=kind, hue=hue)
+    cover = float(rng.uniform(*class_part)) if class_part[0] < 1.0 else 1.0
+    if cover < 1.0:
+        field = _smooth_noise(rng, (h, w), int(rng.integers(2, 4)))
+        part = (field >= np.quantile(field[inside[box]], 1.0 - cover)).astype(np.float32)
+        part = cv2.GaussianBlur(part, (0, 0), unit)
+        plain = _texture(rng, (h, w), unit)
+        texture = plain + part[..., None] * (texture - plain)
     u, _ = _rotated_coords(rng, (h, w))
     texture *= (1.0 + rng.uniform(0.0, 0.25) * (u / max(h, w) - 0.5))[..., None]  # gentle lighting
     image[box] = _blend(image[box], obj.alpha[box].astype(np.float32) / 255.0, texture)
@@ -399,6 +425,8 @@ class GeneratorOptions:
     num_objects: tuple[int, int] = NUM_OBJECTS
     distractors: tuple[int, int] = DISTRACTORS
     texture_regions: tuple[int, int] = TEXTURE_REGIONS
+    class_part: tuple[float, float] = CLASS_PART
+    truncation: float = TRUNCATION
 
 
 def _render_sample(
@@ -407,9 +435,9 @@ def _render_sample(
     """The RGB image, the VOC mask and the objects of sample ``index``: a pure function of its arguments."""
     rng = np.random.default_rng([seed, index])
     image = _background(rng, size, options.distractors, options.texture_regions)
-    objects = _choose_objects(rng, size, num_classes, options.object_scale, options.num_objects)
+    objects = _choose_objects(rng, size, num_classes, options.object_scale, options.num_objects, options.truncation)
     for obj in objects:
-        image = _paint_object(rng, image, obj)
+        image = _paint_object(rng, image, obj, options.class_part)
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 0.8))  # camera softness
     image += rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(2.0, 6.0)  # sensor noise
     rgb = np.rint(np.clip(image, 0.0, 255.0, out=image), out=image).astype(np.uint8)
@@ -474,15 +502,22 @@ def _check_range(name: str, value: object, minimum: int, maximum: int | None = N
     return low, high
 
 
-def _check_scale(value: object) -> tuple[float, float]:
+def _check_fraction_range(name: str, value: object, maximum: float = 1.0) -> tuple[float, float]:
+    """A [min, max] pair of numbers with 0 < min <= max <= maximum."""
     if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(
         isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) for v in value
     ):
-        raise ValueError(f"object_scale must be a [min, max] pair of numbers, got {value!r}")
+        raise ValueError(f"{name} must be a [min, max] pair of numbers, got {value!r}")
     low, high = float(value[0]), float(value[1])
-    if not 0.0 < low <= high <= 1.0:
-        raise ValueError(f"object_scale must be [min, max] with 0 < min <= max <= 1, got {list(value)}")
+    if not 0.0 < low <= high <= maximum:
+        raise ValueError(f"{name} must be [min, max] with 0 < min <= max <= {maximum:g}, got {list(value)}")
     return low, high
+
+
+def _check_truncation(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0.0 <= value < 0.5:
+        raise ValueError(f"truncation must be a number in [0, 0.5), got {value!r}")
+    return float(value)
 
 
 def generate_synthetic_voc(
@@ -497,13 +532,17 @@ def generate_synthetic_voc(
     num_objects: tuple[int, int] = NUM_OBJECTS,
     distractors: tuple[int, int] = DISTRACTORS,
     texture_regions: tuple[int, int] = TEXTURE_REGIONS,
+    class_part: tuple[float, float] = CLASS_PART,
+    truncation: float = TRUNCATION,
 ) -> dict:
     """Write a VOC 2012 layout under ``root`` (train ids first, then val) and return a summary.
 
     ``num_classes`` keeps the first N of SYNTHETIC_CLASSES (default: all). ``object_scale`` is
     the range of an object's extent (its box's longer side / the image side, uniform),
-    ``num_objects`` the objects per image, ``distractors`` and ``texture_regions`` the per-image
-    clutter of the background (each a [min, max] range). Raises ValueError on bad arguments.
+    ``truncation`` the share of an object's box that may lie outside the image (0: none; objects
+    then fit inside whatever ``object_scale`` says), ``num_objects`` the objects per image, ``distractors`` and ``texture_regions`` the per-image
+    clutter of the background, ``class_part`` the share of an object wearing its class texture
+    (each a [min, max] range). Raises ValueError on bad arguments.
     Files are written in place; the caller is responsible for atomicity.
     """
     num_train = _check_int("num_train", num_train, 1)
@@ -514,10 +553,12 @@ def generate_synthetic_voc(
         "num_classes", len(SYNTHETIC_CLASSES) if num_classes is None else num_classes, 1, len(SYNTHETIC_CLASSES)
     )
     options = GeneratorOptions(
-        object_scale=_check_scale(object_scale),
+        object_scale=_check_fraction_range("object_scale", object_scale, MAX_OBJECT_SCALE),
         num_objects=_check_range("num_objects", num_objects, 1),
         distractors=_check_range("distractors", distractors, 0),
         texture_regions=_check_range("texture_regions", texture_regions, 0),
+        class_part=_check_fraction_range("class_part", class_part),
+        truncation=_check_truncation(truncation),
     )
     root = Path(root)
     dirs = {name: root / name for name in ("JPEGImages", "Annotations", "SegmentationClass")}
