@@ -138,14 +138,15 @@ def _fill_polygons(size: int, parts: list[tuple[np.ndarray, int]]) -> np.ndarray
 def _place_shape(
     rng: np.random.Generator, name: str, size: int, scale: tuple[float, float] = OBJECT_SCALE, truncation: float = TRUNCATION
 ) -> np.ndarray:
-    """Draw one class shape with random extent, aspect, rotation and position, fully inside the image.
+    """Draw one class shape with random extent, aspect, rotation and position, inside the image
+    (or cut by its border, with ``truncation`` > 0).
 
     The extent (the longer side of the shape's box, as a fraction of the image side) is
     log-uniform in ``scale``: as many objects from 10% to 20% of the side as from 70% to 140%,
     photographs' mix of far objects and close-ups. With ``truncation`` > 0 up to that share of the
     box may lie outside the image on each axis, and objects may be larger than the image (extent
     > 1): close-ups cut by the frame. With the defaults objects cover 22% of an image on average
-    (PASCAL VOC: about 22%), from 1% (p10) to 52% (p90)."""
+    (PASCAL VOC: about 22%), from under 2% (p10) to about 50% (p90)."""
     parts = SHAPES[name](rng)
     fits = (size - 3.0) / size if truncation == 0 else float("inf")  # largest extent that still fits inside the image
     low = min(max(scale[0], 10.0 / size), fits)  # tiny images: keep objects a few pixels thick
