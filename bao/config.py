@@ -49,6 +49,20 @@ class SyntheticConfig(Section):
     image_size: int = Field(ge=32)
     num_classes: int = Field(ge=1, le=SYNTHETIC_NUM_SHAPES)  # one class per shape the generator draws
     seed: int = Field(default=0, ge=0)  # makes the demo images; separate from the training `seed`
+    # how the images are drawn (defaults: bao.data.synthetic's OBJECT_SCALE etc.; a test keeps them equal)
+    object_scale: tuple[Annotated[float, Field(gt=0, le=4)], Annotated[float, Field(gt=0, le=4)]] = (0.1, 1.4)
+    truncation: float = Field(default=0.3, ge=0, lt=0.5)  # share of an object's box that may lie outside the image
+    num_objects: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (1, 4)
+    distractors: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 12)
+    texture_regions: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 3)
+    class_part: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (1.0, 1.0)
+
+    @field_validator("object_scale", "num_objects", "distractors", "texture_regions", "class_part")
+    @classmethod
+    def _min_max(cls, value: tuple) -> tuple:
+        if value[1] < value[0]:
+            raise ValueError(f"must be [min, max] with min <= max, got {list(value)}")
+        return value
 
 
 class FolderConfig(Section):
@@ -205,6 +219,10 @@ class SegConfig(LoaderConfig):
     backbone: str
     pretrained: bool
     output_stride: Literal[8, 16, 32]
+    # which pseudo-labels DeepLab learns from: BAO's (threshold-free) or the CAM baseline's at
+    # background threshold ``threshold`` (written by threshold_baseline), the comparison papers report
+    labels: Literal["bao", "threshold"] = "bao"
+    threshold: float = Field(default=0.5, ge=0, lt=1)
 
     @field_validator("backbone")
     @classmethod

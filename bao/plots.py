@@ -23,7 +23,7 @@ def gallery_columns(row: dict, threshold: float, oracle: bool = True) -> list[tu
     """(title, picture, colormap) per panel; BAO + CRF only when the row has it."""
     shape = row["image"].shape[:2]
     columns = [
-        (row["image_id"], row["image"], None),
+        (row["image_id"] if row.get("best_t") is None else f"{row['image_id']}\nown best t={row['best_t']:g}", row["image"], None),
         ("ground truth", colorize(row["gt"], shape), None),
         (f"CAM, t={threshold:g}{' (oracle)' if oracle else ''}", colorize(row["baseline"], shape), None),
         ("BAO (no threshold)", colorize(row["bao"], shape), None),

@@ -1,4 +1,4 @@
-"""Stage 6: segmentation mIoU on the val split, and pseudo-label mIoU on train, against real masks."""
+"""Stage 6: segmentation mIoU on the val split, and the mIoU on train of the pseudo-labels it learned from, against real masks."""
 
 from bao.data.manifest import read_manifest
 from bao.distributed import barrier, is_main_process, shared_atomic_outputs
@@ -8,13 +8,15 @@ from bao.metrics import headline_first
 from bao.models import create_deeplab
 from bao.stage import log, stage_parser, start_stage
 from bao.train.common import load_model_state
+from bao.train.seg import training_labels_dir
 
 HEADLINE = ("val_miou", "pseudo_label_miou")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    for flag, text in [("--prepared", "prepared dataset directory"), ("--pseudo-labels", "directory of pseudo-label PNGs"),
+    for flag, text in [("--prepared", "prepared dataset directory"), ("--pseudo-labels", "directory of BAO's pseudo-label PNGs"),
+                       ("--threshold-labels", "directory of the CAM baseline's pseudo-label PNGs at train_seg.threshold"),
                        ("--model", "the trained segmentation network"), ("--out", "directory of val prediction PNGs"),
                        ("--metrics", "metrics (JSON)")]:
         parser.add_argument(flag, required=True, help=text)
@@ -32,8 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         predict_split(model.to(device), manifest, "val", predictions, device=device, num_workers=runtime.loader_workers, runtime=runtime)
         barrier()
         val = score_predictions(manifest, "val", predictions, runtime.io_threads)
-        pseudo = score_predictions(manifest, "train", args.pseudo_labels, runtime.io_threads)
-        metrics = evaluation_metrics(val, pseudo)
+        labels_dir = training_labels_dir(seg, bao=args.pseudo_labels, threshold=args.threshold_labels)
+        pseudo = score_predictions(manifest, "train", labels_dir, runtime.io_threads)
+        metrics = {**evaluation_metrics(val, pseudo), "train_seg_labels": seg.labels}
         if is_main_process():
             write_json(metrics_json, headline_first(metrics, HEADLINE))
     if is_main_process():

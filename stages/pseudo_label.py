@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bao.data.manifest import read_manifest
 from bao.distributed import is_main_process, shared_atomic_outputs
-from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_rows
+from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_indices, gallery_rows
 from bao.infer.report import comparison_metrics, crf_metrics, per_class_rows, sweep_plot_rows
 from bao.io import read_json, write_csv, write_json
 from bao.metrics import headline_first
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     load_model_state(args.cam_model, cam_net, manifest.classes)
     sweep = read_json(args.sweep)
     names = class_names_with_background(manifest)
+    # gallery: the images whose own best t lies farthest from the sweep's (first images without masks)
+    picked = gallery_indices(manifest, sweep, params.report.gallery_size)
     # every output is staged and committed as one unit (bao.io.atomic_outputs): a failure or a kill leaves the
     # previous outputs as they were; under torchrun every process writes its shard's PNGs, rank 0 the rest
     outputs = (args.out, args.per_class, args.sweep_plot, args.gallery, args.metrics)
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         labels_dir.mkdir(exist_ok=True)
         results, gallery = bao_pseudo_labels(
             bao_net.to(device), manifest, params.pseudo_label, crf=params.crf, device=device, out_dir=labels_dir,
-            gallery_size=params.report.gallery_size, runtime=runtime, cam_net=cam_net.to(device),
+            gallery_size=params.report.gallery_size, gallery_indices=picked, runtime=runtime, cam_net=cam_net.to(device),
         )
         if is_main_process():
             metrics = {
@@ -53,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
             }
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
-            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, bao=gallery, threshold=gallery_t, runtime=runtime)
+            shown = {i: gallery[i] for i in (picked or gallery) if i in gallery}  # lowest own best t first
+            rows = gallery_rows(cam_net.to(device), manifest, params.pseudo_label, device, bao=shown, threshold=gallery_t, runtime=runtime,
+                                sweep=sweep)
             save_gallery(gallery_png, rows, gallery_t, oracle)
             write_csv(sweep_plot, sweep_plot_rows(sweep, results["bao"]))
             write_csv(Path(per_class_dir) / "bao.csv", per_class_rows(results["bao"], names))

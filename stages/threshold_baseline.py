@@ -1,10 +1,10 @@
-"""Stage 4a: the conventional baseline, CAM pseudo-labels swept over the background threshold t."""
+"""Stage 4a: the conventional baseline, CAM pseudo-labels swept over the background threshold t (and saved at train_seg.threshold)."""
 
 from bao.data.manifest import read_manifest
-from bao.distributed import is_main_process
+from bao.distributed import is_main_process, shared_atomic_outputs
 from bao.infer.pipeline import threshold_sweep
 from bao.infer.report import per_image_plot_rows
-from bao.io import atomic_outputs, write_csv, write_json
+from bao.io import write_csv, write_json
 from bao.models import create_cam_net
 from bao.stage import log, stage_parser, start_stage
 from bao.train.common import load_model_state
@@ -16,17 +16,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cam-model", required=True, help="the trained CAM network")
     parser.add_argument("--sweep", required=True, help="the sweep's mIoU per threshold (JSON)")
     parser.add_argument("--per-image-plot", required=True, help="how many images pick each t as their own best (CSV)")
+    parser.add_argument("--labels", required=True, help="directory of the CAM pseudo-label PNGs at train_seg.threshold")
     args = parser.parse_args(argv)
     params, runtime, device = start_stage("threshold_baseline", args.params, args.runtime)
     manifest = read_manifest(args.prepared)
     cam_net = create_cam_net(params.model.without_initial_weights(), manifest.num_classes)
     load_model_state(args.cam_model, cam_net, manifest.classes)
-    sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime=runtime)
+    # the labels, plot and sweep commit as one unit; under torchrun every process writes its shard's PNGs
+    with shared_atomic_outputs(args.labels, args.per_image_plot, args.sweep) as (labels_dir, per_image_plot, sweep_json):
+        labels_dir.mkdir(exist_ok=True)
+        sweep = threshold_sweep(cam_net.to(device), manifest, params.pseudo_label, device, runtime=runtime,
+                                labels_out=labels_dir, label_threshold=params.train_seg.threshold)
+        if is_main_process():
+            write_csv(per_image_plot, per_image_plot_rows(sweep))
+            write_json(sweep_json, sweep)
     if not is_main_process():
         return
-    with atomic_outputs(args.per_image_plot, args.sweep) as (per_image_plot, sweep_json):  # committed as one unit
-        write_csv(per_image_plot, per_image_plot_rows(sweep))
-        write_json(sweep_json, sweep)
     if sweep["best"] is None:
         log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")
     else:

@@ -73,9 +73,15 @@ def _changed(repo: Path) -> set[str]:
     (lambda repo: (repo / "stages/train_seg.py").open("a").write("\n# edited\n"), {"train_seg"}),
     # a results param: the stage that reads it
     (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("eps: 0.4", "eps: 0.3")), {"train_bao"}),
+    # which labels DeepLab learns from: DeepLab and the evaluation that scores those labels
+    (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("labels: bao", "labels: threshold")),
+     {"train_seg", "evaluate"}),
+    # the t of the threshold labels: the stage that writes them, and DeepLab (it reads its whole section)
+    (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("threshold: 0.5", "threshold: 0.4")),
+     {"threshold_baseline", "train_seg"}),
     # a hardware setting: nothing
     (lambda repo: (repo / "runtime.yaml").write_text("loader_workers: 4\ninference_batch_size: 16\ncrf_workers: 0\n"), set()),
-], ids=["library module", "raw label file", "weights file", "stage script", "results param", "runtime.yaml"])
+], ids=["library module", "raw label file", "weights file", "stage script", "results param", "seg labels", "threshold t", "runtime.yaml"])
 def test_dvc_status_names_exactly_the_stages_that_must_rerun(locked_repo, edit, expected):
     untracked = [locked_repo / "data/raw/shapes/labels.csv", locked_repo / "weights/backbone.pth"]  # git-ignored
     saved = {path: path.read_bytes() for path in untracked}

@@ -449,6 +449,16 @@ def _set(dotted: str, value):
     ("train_seg.backbone", "conformer_small_patch16", "train_seg.backbone: Value error, 'conformer_small_patch16' is not a timm model"),
     ("model.backbone", "resnet_9000", "model.backbone: Value error, 'resnet_9000' is neither a timm model nor one of"),
     ("data.max_image_pixels", 0, "data.max_image_pixels: Input should be greater than or equal to 1"),
+    # the demo generator's options and which labels DeepLab learns from
+    ("data.synthetic.object_scale", [0.5, 0.2], "data.synthetic.object_scale: Value error, must be [min, max] with min <= max"),
+    ("data.synthetic.object_scale", [0.1, 4.5], "data.synthetic.object_scale.1: Input should be less than or equal to 4"),
+    ("data.synthetic.truncation", 0.5, "data.synthetic.truncation: Input should be less than 0.5"),
+    ("data.synthetic.num_objects", [0, 3], "data.synthetic.num_objects.0: Input should be greater than or equal to 1"),
+    ("data.synthetic.distractors", [4, 2], "data.synthetic.distractors: Value error, must be [min, max] with min <= max"),
+    ("data.synthetic.texture_regions", [-1, 2], "data.synthetic.texture_regions.0: Input should be greater than or equal to 0"),
+    ("data.synthetic.class_part", [0.0, 1.0], "data.synthetic.class_part.0: Input should be greater than 0"),
+    ("train_seg.labels", "cam", "train_seg.labels: Input should be 'bao' or 'threshold'"),
+    ("train_seg.threshold", 1.0, "train_seg.threshold: Input should be less than 1"),
 ])
 def test_bad_param_is_named_by_its_dotted_key(tmp_path, dotted, value, expected):
     message = _params_error(tmp_path, _set(dotted, value))
@@ -462,6 +472,26 @@ def test_missing_param_is_named(tmp_path):
 
 def test_synthetic_class_limit_matches_the_generator():
     assert SYNTHETIC_NUM_SHAPES == len(SYNTHETIC_CLASSES)
+
+
+def test_synthetic_option_defaults_match_the_generator():
+    from bao.config import SyntheticConfig
+    from bao.data import synthetic
+
+    defaults = SyntheticConfig(num_train=1, num_val=1, image_size=32, num_classes=1)
+    assert defaults.object_scale == synthetic.OBJECT_SCALE and defaults.num_objects == synthetic.NUM_OBJECTS
+    assert defaults.distractors == synthetic.DISTRACTORS and defaults.texture_regions == synthetic.TEXTURE_REGIONS
+    assert defaults.class_part == synthetic.CLASS_PART and defaults.truncation == synthetic.TRUNCATION
+
+
+def test_train_seg_labels_default_to_bao_and_pick_their_directory():
+    from bao.train.seg import training_labels_dir
+
+    params = load_params(REPO / "params.yaml")
+    assert params.train_seg.labels == "bao" and params.train_seg.threshold == 0.5
+    assert training_labels_dir(params.train_seg, bao="b", threshold="t") == "b"
+    threshold = params.train_seg.model_copy(update={"labels": "threshold"})
+    assert training_labels_dir(threshold, bao="b", threshold="t") == "t"
 
 
 def test_default_params_are_valid():

@@ -43,6 +43,13 @@ def test_sweep_and_comparison_are_null_with_a_flag(manifest):
     assert [row["threshold"] for row in rows] == [0.2, 0.5] and all(row["baseline_miou"] is None for row in rows)
 
 
+def test_threshold_labels_are_written_without_ground_truth(manifest, tmp_path: Path):
+    torch.manual_seed(0)
+    sweep = threshold_sweep(create_cam_net(MODEL, manifest.num_classes), manifest, CFG, torch.device("cpu"), labels_out=tmp_path)
+    assert sweep["ground_truth_available"] is False and sweep["per_image_best_t"] is None
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(manifest.split("train")["image_id"])
+
+
 def test_pseudo_labels_are_written_without_ground_truth(manifest, tmp_path: Path):
     torch.manual_seed(0)
     crf = CrfConfig(enabled=False, iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3,

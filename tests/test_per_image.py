@@ -10,10 +10,11 @@ import torch
 
 from bao.config import PseudoLabelConfig
 from bao.data.manifest import read_manifest
-from bao.infer.per_image import PerImageBestT, best_threshold_index, image_miou
-from bao.infer.pipeline import threshold_sweep
+from bao.infer.per_image import PerImageBestT, best_threshold_index, farthest_from, image_miou
+from bao.infer.pipeline import gallery_indices, threshold_sweep
 from bao.infer.pseudo import threshold_pseudo_labels
 from bao.infer.report import comparison_metrics, per_image_plot_rows
+from bao.data.palette import read_mask
 from bao.metrics import confusion_counts
 from test_alignment import BATCHES_OF_TWO, BrightSquareNet, label_offsets
 
@@ -73,3 +74,52 @@ def test_the_sweep_reports_each_images_best_t(tmp_path):
     assert metrics["per_image_best_t_mean"] == per_image["mean"] and metrics["per_image_oracle_miou"] == per_image["oracle_miou"]
     assert [row["threshold"] for row in per_image_plot_rows(sweep)] == [0.1, 0.3, 0.5, 0.7, 0.9]
     json.dumps(sweep, allow_nan=False)
+    # each image's own best t, by image id
+    ids = list(manifest.split("train")["image_id"])
+    assert sorted(per_image["by_image"]) == sorted(ids)
+    assert list(per_image["by_image"].values()) == pytest.approx([per_image["mean"]] * 3)
+
+
+def test_the_sweep_saves_the_labels_at_one_t_for_every_training_image(tmp_path):
+    label_offsets(tmp_path, (75, 101), (64,), "geometric")
+    manifest = read_manifest(tmp_path / "prepared_75x101")
+    cfg = PseudoLabelConfig(scales=(64,), flip=True, thresholds=(0.1, 0.5, 0.9))
+    net = BrightSquareNet()
+    (tmp_path / "low").mkdir()
+    (tmp_path / "high").mkdir()
+    sweep = threshold_sweep(net, manifest, cfg, torch.device("cpu"), runtime=BATCHES_OF_TWO, labels_out=tmp_path / "low", label_threshold=0.1)
+    threshold_sweep(net, manifest, cfg, torch.device("cpu"), runtime=BATCHES_OF_TWO, labels_out=tmp_path / "high", label_threshold=0.9)
+    ids = list(manifest.split("train")["image_id"])
+    assert sorted(path.stem for path in (tmp_path / "low").glob("*.png")) == sorted(ids)
+    for image_id in ids:
+        low, high = read_mask(tmp_path / "low" / f"{image_id}.png"), read_mask(tmp_path / "high" / f"{image_id}.png")
+        assert (low > 0).sum() > (high > 0).sum() > 0  # a higher t keeps fewer foreground pixels
+        assert set(np.unique(low)) <= {0, 1}
+    assert sweep["per_image_best_t"]["images"] == len(ids)
+
+
+def test_the_gallery_rule_takes_the_images_farthest_from_the_global_t_on_both_sides():
+    best_t = {0: 0.5, 1: 0.1, 2: 0.95, 3: 0.3, 4: 0.9, 5: 0.45, 6: 0.0, 7: 0.55}
+    # below 0.5: 6 (0.5 away), 1 (0.4), 3, 5; above: 2 (0.45), 4 (0.4), 7
+    assert farthest_from(best_t, 0.5, 2) == [6, 2]
+    assert farthest_from(best_t, 0.5, 4) == [6, 1, 4, 2]  # shown lowest best t first
+    assert farthest_from(best_t, 0.5, 7) == [6, 1, 3, 5, 7, 4, 2]
+    assert farthest_from(best_t, 0.5, 8)[-1] == 2 and 0 in farthest_from(best_t, 0.5, 8)  # the image at t comes last
+    # one side empty: the other fills the gallery; ties go to the smaller key
+    assert farthest_from({0: 0.9, 1: 0.9, 2: 0.7, 3: 0.5}, 0.5, 2) == [0, 1]
+    assert farthest_from({}, 0.5, 3) == []
+    # the rule is the farthest: no unpicked image is farther from t than a picked one on its side
+    picked = farthest_from(best_t, 0.5, 3)
+    for side in (lambda t: t < 0.5, lambda t: t > 0.5):
+        chosen = [abs(best_t[k] - 0.5) for k in picked if side(best_t[k])]
+        others = [abs(t - 0.5) for k, t in best_t.items() if side(t) and k not in picked]
+        assert not chosen or not others or min(chosen) >= max(others)
+
+
+def test_gallery_indices_read_the_sweeps_per_image_best_t(tmp_path):
+    label_offsets(tmp_path, (75, 101), (64,), "geometric")
+    manifest = read_manifest(tmp_path / "prepared_75x101")
+    ids = list(manifest.split("train")["image_id"])
+    sweep = {"best_threshold": 0.5, "per_image_best_t": {"by_image": {ids[0]: 0.5, ids[1]: 0.9, ids[2]: 0.1}}}
+    assert gallery_indices(manifest, sweep, 2) == [2, 1]
+    assert gallery_indices(manifest, {"best_threshold": None, "per_image_best_t": None}, 2) is None

@@ -125,3 +125,14 @@ def test_exp_run_switches_the_alignment_of_the_pseudo_label_stages(repro):
     assert ran == {"threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repro).stdout)
     assert "metrics/pseudo_label.json" in diff
+
+
+def test_exp_run_trains_deeplab_on_the_threshold_labels(repro):
+    """Runs after the alignment experiment: ``-S train_seg.labels=threshold`` retrains DeepLab on the
+    CAM labels at train_seg.threshold that threshold_baseline already wrote, and nothing upstream."""
+    labels = sorted(path.name for path in (repro / "results/threshold_labels").glob("*.png"))
+    assert labels == sorted(path.name for path in (repro / "results/pseudo_labels").glob("*.png"))
+    out = run(["dvc", "exp", "run", "-S", "train_seg.labels=threshold"], repro, timeout=1200).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train_seg", "evaluate"}
+    assert _metrics(repro, "metrics/evaluate.json")["train_seg_labels"] == "threshold"

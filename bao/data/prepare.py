@@ -60,6 +60,9 @@ def _source_root(cfg: DataConfig, staging: Path) -> Path:
         generate_synthetic_voc(
             root, num_train=synthetic.num_train, num_val=synthetic.num_val,
             image_size=synthetic.image_size, seed=synthetic.seed, num_classes=synthetic.num_classes,
+            object_scale=synthetic.object_scale, num_objects=synthetic.num_objects,
+            distractors=synthetic.distractors, texture_regions=synthetic.texture_regions, class_part=synthetic.class_part,
+            truncation=synthetic.truncation,
         )
         return root
     root = Path(cfg.root)

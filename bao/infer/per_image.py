@@ -41,19 +41,27 @@ class PerImageBestT:
     def __init__(self, thresholds: Sequence[float], num_classes: int):
         self.thresholds = list(thresholds)
         self.best_t: list[float] = []
+        self.indices: list[int] = []  # the image (dataset index; -1: not given) of each best t
         self.oracle = ConfusionMatrix(num_classes)
 
-    def add(self, counts_per_t: np.ndarray) -> None:
+    def add(self, counts_per_t: np.ndarray, index: int = -1) -> None:
         best = best_threshold_index(counts_per_t)
         if best is not None:
             self.best_t.append(self.thresholds[best])
+            self.indices.append(int(index))
             self.oracle.add(counts_per_t[best])
 
     def all_reduce(self) -> None:
         """Every process's images, under ``torchrun``."""
         gathered = gather_tensors(torch.tensor(self.best_t, dtype=torch.float64))
         self.best_t = [float(t) for part in gathered for t in part.tolist()]
+        gathered = gather_tensors(torch.tensor(self.indices, dtype=torch.int64))
+        self.indices = [int(i) for part in gathered for i in part.tolist()]
         self.oracle.all_reduce()
+
+    def by_index(self) -> dict[int, float]:
+        """Each image's own best t, keyed by the index given to ``add``, in index order."""
+        return dict(sorted((i, t) for i, t in zip(self.indices, self.best_t) if i >= 0))
 
     def summary(self, class_names: Sequence[str]) -> dict | None:
         """Mean, population std, 10th/90th percentiles (linear interpolation) of the best t, how many
@@ -71,3 +79,25 @@ class PerImageBestT:
             "oracle_miou": self.oracle.compute(list(class_names))["miou"],
             "histogram": [{"threshold": round(t, 6), "images": n} for t, n in counts.items()],
         }
+
+
+def farthest_from(best_t: dict, threshold: float, count: int) -> list:
+    """The ``count`` images (keys of ``best_t``, image -> its own best t) whose best t lies farthest
+    from ``threshold``, taken alternately from below and above it (the farthest first on each side,
+    ties to the smaller key), so a gallery shows both ways one t fails: images that need a lower
+    t (objects larger than their CAMs) and images that need a higher one (CAMs spilling over the
+    background). A side with too few images is filled from the other; images at ``threshold``
+    itself come last. Returned in order of best t, lowest first."""
+    def order(side: list) -> list:
+        return sorted(side, key=lambda key: (-abs(best_t[key] - threshold), key))
+
+    below = order([key for key, t in best_t.items() if t < threshold - 1e-9])
+    above = order([key for key, t in best_t.items() if t > threshold + 1e-9])
+    level = order([key for key, t in best_t.items() if abs(t - threshold) <= 1e-9])
+    picked: list = []
+    while len(picked) < count and (below or above):
+        for side in (below, above):
+            if side and len(picked) < count:
+                picked.append(side.pop(0))
+    picked += level[: count - len(picked)]
+    return sorted(picked, key=lambda key: (best_t[key], key))

@@ -22,7 +22,7 @@ from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
 from bao.infer.crf import refine_in_workers
 from bao.infer.diagnose import Diagnosis
-from bao.infer.per_image import PerImageBestT
+from bao.infer.per_image import PerImageBestT, farthest_from
 from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
 from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
 from bao.io import BoundedPool
@@ -94,35 +94,56 @@ def class_names_with_background(manifest: Manifest) -> list[str]:
     return ["background", *manifest.classes]
 
 
+def _no_sweep(cfg: PseudoLabelConfig) -> dict:
+    curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
+    return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None, "per_image_best_t": None}
+
+
 def threshold_sweep(
-    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, runtime: RuntimeConfig | None = None
+    cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, runtime: RuntimeConfig | None = None,
+    labels_out: Path | None = None, label_threshold: float = 0.5,
 ) -> dict:
     """mIoU of CAM pseudo-labels at each t; the best t is chosen with ground truth (an oracle).
 
+    With ``labels_out``, the CAM pseudo-labels at ``label_threshold`` of every training image are
+    saved there too (palette PNGs, e.g. for DeepLab trained on the threshold baseline's labels).
+    ``per_image_best_t["by_image"]`` gives each scored image's own best t by image id.
     Without any training mask there is nothing to score: every mIoU is None and
-    ``ground_truth_available`` is False (no inference is run for nothing)."""
-    if not (manifest.split("train")["mask_path"] != "").any():
-        curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
-        return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None, "per_image_best_t": None}
+    ``ground_truth_available`` is False (no inference is run for nothing, unless labels are wanted)."""
+    has_masks = bool((manifest.split("train")["mask_path"] != "").any())
+    if not has_masks and labels_out is None:
+        return _no_sweep(cfg)
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
-    matrices = {"sweep": [ConfusionMatrix(manifest.num_classes + 1) for _ in cfg.thresholds]}
-    per_image = PerImageBestT(cfg.thresholds, manifest.num_classes + 1)
+    k = manifest.num_classes + 1
+    matrices = {"sweep": [ConfusionMatrix(k) for _ in cfg.thresholds]}
+    per_image = PerImageBestT(cfg.thresholds, k)
 
-    def add(results: list[tuple[str, np.ndarray | None]]) -> None:
-        _add_counts(matrices, results)
-        for _, counts in results:  # each image's (T, K, K) counts: its own best t
-            if counts is not None:
-                per_image.add(counts)
+    def score(index: int, gt_path: Path, predictions: list[np.ndarray]) -> tuple[int, tuple[str, np.ndarray | None]]:
+        return index, _score("sweep", gt_path, predictions, k)
+
+    def add(results: list) -> None:
+        for result in results:
+            if result is None:  # a saved label
+                continue
+            index, (name, counts) = result
+            if counts is not None:  # each image's (T, K, K) counts: its own best t
+                _add_counts(matrices, [(name, counts)])
+                per_image.add(counts, index)
 
     maps_iter = _multiscale(cam_net, loader, device, cfg, with_am=False, desc="threshold sweep", runtime=runtime)
     with BoundedPool(OUTPUT_THREADS) as pool:
         for index, maps, labels in maps_iter:
             gt_path = _gt_path(dataset, index)
+            normalized = max_normalized_cams(maps["cams"], labels)
+            if labels_out is not None:
+                label = threshold_pseudo_labels(normalized, [label_threshold])[0]
+                add(pool.submit(save_mask, Path(labels_out) / f"{dataset.image_id(index)}.png", label))
             if gt_path is not None:
-                predictions = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), cfg.thresholds)
-                add(pool.submit(_score, "sweep", gt_path, predictions, manifest.num_classes + 1))
+                add(pool.submit(score, index, gt_path, threshold_pseudo_labels(normalized, cfg.thresholds)))
         add(pool.drain())
+    if not has_masks:
+        return _no_sweep(cfg)
     _all_reduce(matrices)
     per_image.all_reduce()
     if not any(matrix.counted for matrix in matrices["sweep"]):
@@ -131,9 +152,12 @@ def threshold_sweep(
     results = [matrix.compute(names) for matrix in matrices["sweep"]]
     curve = [{"threshold": round(t, 6), "miou": r["miou"]} for t, r in zip(cfg.thresholds, results)]
     best = int(np.nanargmax([point["miou"] for point in curve]))
+    summary = per_image.summary(names)
+    if summary is not None:
+        summary["by_image"] = {dataset.image_id(i): t for i, t in per_image.by_index().items()}
     return {
         "ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best],
-        "per_image_best_t": per_image.summary(names),
+        "per_image_best_t": summary,
     }
 
 
@@ -141,6 +165,19 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
     """Whether two networks hold identical tensors (a BAO network trained with its CAM network frozen)."""
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[key], sb[key].to(sa[key].device)) for key in sa)
+
+
+def gallery_indices(manifest: Manifest, sweep: dict, count: int) -> list[int] | None:
+    """Training images (dataset indices) for the gallery: those whose own best t lies farthest
+    from the sweep's best t (``bao.infer.per_image.farthest_from``); None without per-image best t
+    (no masks), and the gallery keeps its first images."""
+    summary = sweep.get("per_image_best_t") or {}
+    if sweep.get("best_threshold") is None or not summary.get("by_image"):
+        return None
+    dataset = ImageLabelDataset(manifest, "train")
+    index_of = {dataset.image_id(i): i for i in range(len(dataset))}
+    best_t = {index_of[image_id]: t for image_id, t in summary["by_image"].items() if image_id in index_of}
+    return farthest_from(best_t, sweep["best_threshold"], count)
 
 
 def bao_pseudo_labels(
@@ -152,16 +189,18 @@ def bao_pseudo_labels(
     device: torch.device,
     out_dir: Path,
     gallery_size: int = 0,
+    gallery_indices: list[int] | None = None,
     runtime: RuntimeConfig | None = None,
     cam_net: nn.Module | None = None,
 ) -> tuple[dict, dict[int, dict]]:
     """Write one palette PNG per training image (CRF-refined when ``crf.enabled``).
 
     Returns metrics ``{"bao": ..., "bao_crf": ..., "diagnosis": ...}`` (None where no mask, no CRF
-    or ``pseudo_label.diagnose`` off) and, for the first ``gallery_size`` images (of this process's
-    shard), their BAO label, background score map and CRF label. ``cam_net``: the CAM network, for
-    the diagnosis's BAO background with the CAM network's CAMs (run only when its weights differ
-    from the BAO network's own CAM network)."""
+    or ``pseudo_label.diagnose`` off) and, for the images ``gallery_indices`` (default: the first
+    ``gallery_size``; of this process's shard), their BAO label, background score map and CRF label.
+    ``cam_net``: the CAM network, for the diagnosis's BAO background with the CAM network's CAMs
+    (run only when its weights differ from the BAO network's own CAM network)."""
+    wanted = None if gallery_indices is None else set(gallery_indices)
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
     k = manifest.num_classes + 1
@@ -183,7 +222,7 @@ def bao_pseudo_labels(
             for index, maps, labels in maps_iter:
                 scores = bao_scores(maps["background"][0], maps["cams"], labels)
                 prediction = scores_to_labels(scores)
-                if len(gallery) < gallery_size:
+                if (index in wanted) if wanted is not None else len(gallery) < gallery_size:
                     gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
                 if diagnosis is not None:
                     cam_net_cams = maps["cams"] if cam_net is not None else None
@@ -238,13 +277,17 @@ def baseline_labels(
 
 def gallery_rows(
     cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, bao: dict[int, dict], threshold: float,
-    runtime: RuntimeConfig | None = None,
+    runtime: RuntimeConfig | None = None, sweep: dict | None = None,
 ) -> list[dict]:
-    """Everything a gallery row shows: image, ground truth, the baseline at ``threshold``, BAO's maps."""
+    """Everything a gallery row shows: image, ground truth, the baseline at ``threshold``, BAO's maps,
+    and the image's own best t when ``sweep`` has it. Rows keep the order of ``bao``."""
     dataset = ImageLabelDataset(manifest, "train")
     baseline = baseline_labels(cam_net, manifest, cfg, device, indices=bao, threshold=threshold, runtime=runtime)
+    by_image = ((sweep or {}).get("per_image_best_t") or {}).get("by_image") or {}
     rows = []
     for index, maps in bao.items():
         image = load_image(manifest.resolve(dataset.rows.at[index, "image_path"]))
-        rows.append({"image_id": dataset.image_id(index), "image": image, "gt": _gt_mask(dataset, index), "baseline": baseline[index], **maps})
+        image_id = dataset.image_id(index)
+        rows.append({"image_id": image_id, "image": image, "gt": _gt_mask(dataset, index), "baseline": baseline[index],
+                     "best_t": by_image.get(image_id), **maps})
     return rows

@@ -17,6 +17,11 @@ from bao.train.common import LiveHook, training_parts
 from bao.train.engine import train_loop
 
 
+def training_labels_dir(cfg: SegConfig, *, bao: str | Path, threshold: str | Path) -> str | Path:
+    """The pseudo-label directory ``train_seg.labels`` names: BAO's, or the CAM labels at ``train_seg.threshold``."""
+    return {"bao": bao, "threshold": threshold}[cfg.labels]
+
+
 def train_segmentation_net(
     manifest: Manifest,
     pseudo_label_dir: str | Path,
