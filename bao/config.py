@@ -184,6 +184,9 @@ class PseudoLabelConfig(Section):
     align: Literal["geometric", "official"] = "geometric"
     # figures that say why BAO wins or loses (bao.infer.diagnose), scored on the training masks;
     # the alignment check tries every shift of BAO's labels on a grid of shift_step px within shift_max px
+    # BAO's background score against the max-normalised CAMs: softmax = the student's background
+    # probability (the scale its loss trained); minmax = the map's logit min-max normalised per image (official)
+    background: Literal["softmax", "minmax"] = "softmax"
     diagnose: bool = True
     shift_max: int = Field(default=8, ge=0, le=64)
     shift_step: int = Field(default=2, ge=1)

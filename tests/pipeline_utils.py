@@ -99,3 +99,23 @@ class RecordingLive:
     def next_step(self) -> None:
         self.rows.append(self.current)
         self.current = {}
+
+
+def tiny_synthetic_manifest(root: Path, *, num_train: int = 8, num_val: int = 2, image_size: int = 64, num_classes: int = 3):
+    """A prepared synthetic dataset under ``root`` (made from inside it: an absolute out_dir would
+    store paths into the staging directory), read back as a Manifest."""
+    import os
+
+    from bao.config import DataConfig, SyntheticConfig
+    from bao.data.manifest import read_manifest
+    from bao.data.prepare import prepare_dataset
+
+    data = DataConfig(dataset="synthetic", root="unused", train_split="train", val_split="val",
+                      synthetic=SyntheticConfig(num_train=num_train, num_val=num_val, image_size=image_size, num_classes=num_classes))
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        prepare_dataset(data, "prepared")
+    finally:
+        os.chdir(previous)
+    return read_manifest(root / "prepared")

@@ -4,7 +4,6 @@ and the library path from CAM training to gallery on a tiny synthetic dataset.""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,7 @@ import torch
 from torch.nn import functional as F
 
 import bao.train.bao as bao_training
-from bao.config import DataConfig, RuntimeConfig, SyntheticConfig, load_params
-from bao.data.manifest import read_manifest
-from bao.data.prepare import prepare_dataset
+from bao.config import RuntimeConfig, load_params
 from bao.infer import pipeline
 from bao.infer.pipeline import bao_pseudo_labels, gallery_rows
 from bao.losses import balanced_soft_ce, smooth_targets, soft_ce, teacher_targets
@@ -25,14 +22,15 @@ from bao.plots import save_gallery
 from bao.train.bao import TeacherHook, bao_losses, make_teacher, train_bao_net
 from bao.train.cam import train_cam_net
 from bao.train.common import save_model
-from pipeline_utils import RecordingLive
+from pipeline_utils import RecordingLive, tiny_synthetic_manifest
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 TINY_LOADER = dict(epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72))
 
 
 def bao_cfg(**changes):
-    return PARAMS.bao.model_copy(update={**TINY_LOADER, **changes})
+    """The teacher switches matter where the CAM network learns: the official single lr (``cam_lr: null``)."""
+    return PARAMS.bao.model_copy(update={**TINY_LOADER, "cam_lr": None, **changes})
 
 
 def random_case(seed: int = 0):
@@ -86,16 +84,7 @@ def test_teacher_switch_builds_a_hook_only_for_ema():
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    data = DataConfig(dataset="synthetic", root="unused", train_split="train", val_split="val",
-                      synthetic=SyntheticConfig(num_train=8, num_val=2, image_size=64, num_classes=3))
-    previous = os.getcwd()
-    os.chdir(root)  # the stage's relative out_dir: an absolute one stores paths into the staging dir
-    try:
-        prepare_dataset(data, "prepared")
-    finally:
-        os.chdir(previous)
-    return read_manifest(root / "prepared")
+    return tiny_synthetic_manifest(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.parametrize(

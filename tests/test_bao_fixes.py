@@ -4,16 +4,14 @@ figure, and the diagnosis metrics of the pseudo_label stage (hand-computed on ti
 from __future__ import annotations
 
 import math
-import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bao.config import DataConfig, ParamsError, SyntheticConfig, load_params
-from bao.data.manifest import read_manifest
-from bao.data.prepare import prepare_dataset
+from bao.config import ParamsError, load_params
 from bao.infer.diagnose import Diagnosis, shift_grid, shifted_counts, shifted_pair
 from bao.infer.pipeline import bao_pseudo_labels, same_weights
 from bao.models import create_bao_net
@@ -22,7 +20,7 @@ from bao.train.cam import train_cam_net
 from bao.train.common import save_model
 from bao.train.engine import LoopState
 
-from pipeline_utils import RecordingLive
+from pipeline_utils import RecordingLive, tiny_synthetic_manifest
 
 PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
 TINY_LOADER = dict(epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72))
@@ -51,7 +49,8 @@ def test_cam_lr_zero_freezes_the_cam_network_bn_included():
 
 
 def test_cam_lr_must_not_be_negative(tmp_path):
-    text = (Path(__file__).resolve().parents[1] / "params.yaml").read_text().replace("cam_lr: null", "cam_lr: -1.0")
+    text = re.sub(r"cam_lr: \S+", "cam_lr: -1.0", (Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert "cam_lr: -1.0" in text
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ParamsError, match="bao.cam_lr"):
         load_params(tmp_path / "params.yaml")
@@ -123,7 +122,7 @@ def test_diagnosis_figures_on_a_hand_computed_image():
     assert (bao_label == gt).all()  # column 2: background 1.0 beats class 0.4
     cam_net_cams = torch.zeros(2, 4, 4)
     cam_net_cams[0, :, 3] = 1.0  # a CAM network that sees the object on the wrong side
-    parts = diagnosis.labellings_of(maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams)
+    parts = diagnosis.labellings_of(maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams, views=1)
     diagnosis.add(diagnosis.score(gt, bao_label, parts))
     summary = diagnosis.summary(["background", "a", "b"])
     # own CAMs swept: t = 0 and 0.3 label columns 0-2 as the class (background IoU 4/8, class IoU 8/12);
@@ -134,6 +133,7 @@ def test_diagnosis_figures_on_a_hand_computed_image():
     # the student's argmax: class 1 where its channel (1.0) beats background (0 in cols 0-1, 3 in cols 2-3)
     assert summary["student_argmax_miou"] == 1.0
     assert summary["student_background_cam_classes_miou"] == 1.0
+    assert summary["minmax_background_miou"] == 1.0
     assert summary["softmax_background_miou"] == 1.0  # p(bg) 1/(1+e) < 1 in columns 0-1, about 0.88 > 0.4 in column 2
     # BAO's background with CAMs on the wrong side: columns 0-1 (background 0, class 0 -> the tie rule gives the
     # class with the largest maximum) and column 3 (both 1.0 after normalisation) go wrong
@@ -151,16 +151,7 @@ def test_diagnosis_without_a_scored_image_is_none():
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    data = DataConfig(dataset="synthetic", root="unused", train_split="train", val_split="val",
-                      synthetic=SyntheticConfig(num_train=8, num_val=2, image_size=64, num_classes=3))
-    previous = os.getcwd()
-    os.chdir(root)
-    try:
-        prepare_dataset(data, "prepared")
-    finally:
-        os.chdir(previous)
-    return read_manifest(root / "prepared")
+    return tiny_synthetic_manifest(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.parametrize("cam_lr", [0.0, 1e-4])
@@ -182,3 +173,20 @@ def test_tiny_run_with_the_cam_lr_and_the_diagnosis(manifest, tmp_path, cam_lr):
         assert math.isclose(diagnosis["bg_with_cam_net_cams_miou"], results["bao"]["miou"])
     off = PARAMS.pseudo_label.model_copy(update={"scales": (64,), "diagnose": False})
     assert bao_pseudo_labels(student, manifest, off, crf=PARAMS.crf, device=device, out_dir=tmp_path, cam_net=cam_net)[0]["diagnosis"] is None
+
+
+def test_softmax_background_averages_the_views_and_never_picks_an_absent_class():
+    from bao.infer.pseudo import softmax_background_scores
+
+    background = torch.tensor([[[2.0, -1.0]]])  # (1, 1, 2)
+    am_classes = torch.tensor([[[0.0, 1.0]], [[9.0, 9.0]]])  # class 2 absent
+    cams = torch.tensor([[[1.0, 3.0]], [[5.0, 5.0]]])
+    labels = torch.tensor([1.0, 0.0])
+    one = softmax_background_scores(background[0], am_classes, cams, labels, views=1)
+    # two identical views summed give the same scores as one: the logits are averaged
+    assert torch.allclose(softmax_background_scores(2 * background[0], 2 * am_classes, 2 * cams, labels, views=2), one)
+    expected_bg = torch.sigmoid(torch.tensor([2.0, -2.0]))  # softmax over background and class 1 only
+    assert torch.allclose(one[0, 0], expected_bg)
+    assert torch.allclose(one[1, 0], torch.tensor([1.0 / (3.0 + 1e-5), 3.0 / (3.0 + 1e-5)]))
+    assert (one[2] == -1.0).all()
+    assert one.argmax(dim=0).tolist() == [[0, 1]]  # 0.88 beats 0.33; 0.12 loses to 1.0

@@ -43,7 +43,7 @@ def test_nested_keys_override_and_everything_else_stays(params_file, tmp_path):
     assert after["bao.epochs"] == 7 and after["pseudo_label.scales"] == [32, 48]
     assert "  scales: [32, 48]" in text  # lists stay on one line, as params.yaml writes them
     assert "# constant | poly: the official code keeps AdamW's lr constant" in text  # comments survive
-    assert "cam_lr: null" in text  # a null stays spelled null
+    assert "ema_period: null" in text  # a null stays spelled null
     assert load_params(params_file).bao.epochs == 7
 
 

@@ -9,9 +9,10 @@ against the masks of the training images:
 - the background map: the same map beside the CAM network's CAMs (``bg_with_cam_net_cams``), the
   student's own argmax over its K+1 channels, absent classes left out (``student_argmax``), and that
   argmax's background/foreground decision with the classes from the CAMs
-  (``student_background_cam_classes``: no min-max normalisation of the background anywhere), and the
-  student's background probability (softmax over background and present classes, the scale its
-  loss trained) against the max-normalised CAMs (``softmax_background``);
+  (``student_background_cam_classes``: no min-max normalisation of the background anywhere), and
+  both background rules of ``pseudo_label.background`` whichever is in use: the official min-max
+  normalised map (``minmax_background``) and the student's background probability against the
+  max-normalised CAMs (``softmax_background``);
 - the calibration between them: the mean normalised background score against the teacher's
   background (1 - the largest max-normalised CAM), and the foreground share of each labelling
   against the masks' (``fg_share_*``);
@@ -27,7 +28,7 @@ import torch
 
 from bao.data.palette import IGNORE_INDEX
 from bao.distributed import all_reduce_sum
-from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
+from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, softmax_background_scores, threshold_pseudo_labels
 from bao.metrics import ConfusionMatrix, confusion_counts
 
 MID_T = 0.5
@@ -70,12 +71,16 @@ class Diagnosis:
         self.shifts = shift_grid(max_shift, shift_step)
         self.with_cam_net = with_cam_net
         self.own_sweep = [ConfusionMatrix(self.k) for _ in self.thresholds]
-        names = ["student_argmax", "student_background_cam_classes", "softmax_background", *(["bg_with_cam_net_cams"] if with_cam_net else [])]
+        names = ["student_argmax", "student_background_cam_classes", "minmax_background", "softmax_background",
+                 *(["bg_with_cam_net_cams"] if with_cam_net else [])]
         self.labellings = {name: ConfusionMatrix(self.k) for name in names}
         self.shifted = [ConfusionMatrix(self.k) for _ in self.shifts]
         self.sums = dict.fromkeys(("bg_score", "teacher_bg", "pixels", "fg_bao", "fg_mid_t", "fg_truth", "scored"), 0.0)
 
-    def labellings_of(self, maps: dict[str, torch.Tensor], labels: torch.Tensor, *, bao_scores_map: torch.Tensor, cam_net_cams: torch.Tensor | None) -> dict:
+    def labellings_of(
+        self, maps: dict[str, torch.Tensor], labels: torch.Tensor, *, bao_scores_map: torch.Tensor, cam_net_cams: torch.Tensor | None, views: int,
+        background: str = "minmax",
+    ) -> dict:
         """Everything ``add_scored`` needs of one image, as numpy arrays."""
         present = labels.bool().to(maps["cams"].device)
         own = max_normalized_cams(maps["cams"], labels)
@@ -83,18 +88,21 @@ class Diagnosis:
         am[1:][~present] = float("-inf")
         student = am.argmax(dim=0)
         cam_classes = own.argmax(dim=0) + 1
-        softmax_bg = torch.softmax(am, dim=0)[0]
-        with_softmax_bg = torch.cat([softmax_bg[None], own.masked_fill(~present[:, None, None], -1.0)])
         out = {
             "own_sweep": threshold_pseudo_labels(own, self.thresholds),
             "student_argmax": student.to(torch.uint8).cpu().numpy(),
             "student_background_cam_classes": torch.where(student == 0, 0, cam_classes).to(torch.uint8).cpu().numpy(),
-            "softmax_background": scores_to_labels(with_softmax_bg),
+            "minmax_background": scores_to_labels(bao_scores(maps["background"][0], maps["cams"], labels)),
+            "softmax_background": scores_to_labels(softmax_background_scores(maps["background"][0], maps["am_classes"], maps["cams"], labels, views=views)),
             "bg_score": float(bao_scores_map[0].sum()), "teacher_bg": float((1.0 - own.amax(dim=0)).sum()), "pixels": own[0].numel(),
             "mid_t": threshold_pseudo_labels(own, [MID_T])[0],
         }
         if cam_net_cams is not None:
-            out["bg_with_cam_net_cams"] = scores_to_labels(bao_scores(maps["background"][0], cam_net_cams, labels))
+            if background == "softmax":
+                with_cam_net = softmax_background_scores(maps["background"][0], maps["am_classes"], cam_net_cams, labels, views=views)
+            else:
+                with_cam_net = bao_scores(maps["background"][0], cam_net_cams, labels)
+            out["bg_with_cam_net_cams"] = scores_to_labels(with_cam_net)
         return out
 
     def score(self, gt: np.ndarray, bao_label: np.ndarray, parts: dict) -> dict:

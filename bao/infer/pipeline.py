@@ -24,7 +24,7 @@ from bao.infer.crf import refine_in_workers
 from bao.infer.diagnose import Diagnosis
 from bao.infer.per_image import PerImageBestT, farthest_from
 from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
-from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, threshold_pseudo_labels
+from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, softmax_background_scores, threshold_pseudo_labels
 from bao.io import BoundedPool
 from bao.metrics import ConfusionMatrix, confusion_counts
 from bao.train.common import make_loader
@@ -161,6 +161,18 @@ def threshold_sweep(
     }
 
 
+def view_count(cfg: PseudoLabelConfig) -> int:
+    """How many maps multi-scale inference sums per image: one per scale, twice with flips."""
+    return len(cfg.scales) * (2 if cfg.flip else 1)
+
+
+def label_scores(maps: dict[str, torch.Tensor], labels: torch.Tensor, cfg: PseudoLabelConfig) -> torch.Tensor:
+    """BAO's (K+1, H, W) scores by ``pseudo_label.background``; the label is their argmax."""
+    if cfg.background == "softmax":
+        return softmax_background_scores(maps["background"][0], maps["am_classes"], maps["cams"], labels, views=view_count(cfg))
+    return bao_scores(maps["background"][0], maps["cams"], labels)
+
+
 def same_weights(a: nn.Module, b: nn.Module) -> bool:
     """Whether two networks hold identical tensors (a BAO network trained with its CAM network frozen)."""
     sa, sb = a.state_dict(), b.state_dict()
@@ -220,7 +232,7 @@ def bao_pseudo_labels(
 
         def jobs():
             for index, maps, labels in maps_iter:
-                scores = bao_scores(maps["background"][0], maps["cams"], labels)
+                scores = label_scores(maps, labels, cfg)
                 prediction = scores_to_labels(scores)
                 if (index in wanted) if wanted is not None else len(gallery) < gallery_size:
                     gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
@@ -232,7 +244,9 @@ def bao_pseudo_labels(
                         cam_net_cams = cam_maps["cams"]
                     gt_path = _gt_path(dataset, index)
                     if gt_path is not None:
-                        parts = diagnosis.labellings_of(maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams)
+                        parts = diagnosis.labellings_of(
+                            maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams, views=view_count(cfg), background=cfg.background
+                        )
                         collect(pool.submit(_diagnose, diagnosis, gt_path, prediction, parts))
                 present = (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
                 yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, present

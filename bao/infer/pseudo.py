@@ -38,6 +38,23 @@ def bao_scores(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tenso
     return scores
 
 
+def softmax_background_scores(background: torch.Tensor, am_classes: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor, *, views: int) -> torch.Tensor:
+    """(K+1, H, W): [the student's background probability, present classes' max-normalised CAMs];
+    absent classes -1.
+
+    The probability is the softmax over the background and the present classes of the activation
+    map's logits averaged over the ``views`` (scales x flips) that were summed: the scale its
+    loss trained against the teacher's targets, which put background where 1 - max CAM beats
+    the max-normalised CAMs. Unlike the min-max normalisation it is not stretched to [0, 1] in
+    every image, so an image can be mostly background or mostly object."""
+    present = labels.bool().to(cams.device)
+    logits = torch.cat([background[None], am_classes]).float() / views
+    logits[1:][~present] = float("-inf")
+    probability = torch.softmax(logits, dim=0)[0]
+    normalized = max_normalized_cams(cams, labels).masked_fill(~present[:, None, None], -1.0)
+    return torch.cat([probability[None], normalized])
+
+
 def scores_to_labels(scores: torch.Tensor) -> np.ndarray:
     """(H, W) uint8: the argmax channel of (C, H, W) scores."""
     return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
