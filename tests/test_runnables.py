@@ -118,11 +118,11 @@ import sys
 import numpy as np
 import bao.infer.pipeline as pipeline
 from benchmarks import pseudo_label
-kept, scores = [], pipeline.bao_scores
+kept, scores = [], pipeline.label_scores
 def leaky_scores(*args, **kwargs):  # keeps 0.3 MiB per image, as a kept score map would
     kept.append(np.ones(int(0.3 * 2**20) // 8))
     return scores(*args, **kwargs)
-pipeline.bao_scores = leaky_scores
+pipeline.label_scores = leaky_scores
 sys.argv = ["pseudo_label", *sys.argv[1:]]
 pseudo_label.main()
 """

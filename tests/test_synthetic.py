@@ -190,7 +190,7 @@ def _extents(size: int, scale: tuple[float, float], samples: int) -> np.ndarray:
     options = GeneratorOptions(object_scale=scale, num_objects=(1, 3), distractors=(0, 0), texture_regions=(0, 0), truncation=0.0)
     extents = []
     for index in range(samples):
-        _, _, objects = _render_sample(7, index, size, 6, options)
+        _, _, objects = _render_sample(7, index, size, 6, options=options)
         for obj in objects:
             ys, xs = np.nonzero(obj.alpha >= 128)
             extents.append(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) / size)
@@ -217,20 +217,20 @@ def test_truncation_lets_close_ups_overhang_the_frame() -> None:
     options = GeneratorOptions(object_scale=(0.6, 1.4), num_objects=(1, 1), distractors=(0, 0), texture_regions=(0, 0), truncation=0.3)
     touching = 0
     for index in range(20):
-        _, mask, objects = _render_sample(4, index, 64, 6, options)
+        _, mask, objects = _render_sample(4, index, 64, 6, options=options)
         inside = objects[0].alpha >= 128
         assert inside.any() and ((mask > 0) & (mask < 255)).any()
         touching += bool(inside[0].any() or inside[-1].any() or inside[:, 0].any() or inside[:, -1].any())
     assert touching >= 10  # most large objects are cut by the frame
-    fractions = [(_render_sample(4, i, 64, 6, GeneratorOptions())[1] > 0).mean() for i in range(60)]
+    fractions = [(_render_sample(4, i, 64, 6, options=GeneratorOptions())[1] > 0).mean() for i in range(60)]
     assert 0.1 < np.mean(fractions) < 0.4  # the default mix: about a fifth of the pixels are objects
 
 
 def test_class_part_keeps_the_mask_and_changes_only_the_paint() -> None:
     whole, part = GeneratorOptions(class_part=(1.0, 1.0)), GeneratorOptions(class_part=(0.3, 0.3))
     for index in range(4):
-        rgb_whole, mask_whole, _ = _render_sample(1, index, 96, 6, whole)
-        rgb_part, mask_part, _ = _render_sample(1, index, 96, 6, part)
+        rgb_whole, mask_whole, _ = _render_sample(1, index, 96, 6, options=whole)
+        rgb_part, mask_part, _ = _render_sample(1, index, 96, 6, options=part)
         assert np.array_equal(mask_whole, mask_part)  # same objects, same places: only their paint differs
         objects = (mask_whole > 0) & (mask_whole < 255)
         assert not np.array_equal(rgb_whole[objects], rgb_part[objects])

@@ -136,7 +136,7 @@ def _fill_polygons(size: int, parts: list[tuple[np.ndarray, int]]) -> np.ndarray
 
 
 def _place_shape(
-    rng: np.random.Generator, name: str, size: int, scale: tuple[float, float] = OBJECT_SCALE, truncation: float = TRUNCATION
+    rng: np.random.Generator, name: str, size: int, *, scale: tuple[float, float] = OBJECT_SCALE, truncation: float = TRUNCATION
 ) -> np.ndarray:
     """Draw one class shape with random extent, aspect, rotation and position, inside the image
     (or cut by its border, with ``truncation`` > 0).
@@ -360,7 +360,7 @@ def _object_count(rng: np.random.Generator, num_objects: tuple[int, int]) -> int
 
 
 def _choose_objects(
-    rng: np.random.Generator, size: int, num_classes: int, scale: tuple[float, float] = OBJECT_SCALE,
+    rng: np.random.Generator, size: int, num_classes: int, *, scale: tuple[float, float] = OBJECT_SCALE,
     num_objects: tuple[int, int] = NUM_OBJECTS, truncation: float = TRUNCATION,
 ) -> list[PlacedObject]:
     """Objects of uniformly random classes; an object that would hide too much is redrawn or dropped."""
@@ -368,13 +368,13 @@ def _choose_objects(
     objects: list[PlacedObject] = []
     while not objects:  # the first object only fails on degenerate draws; retry until one fits
         label = int(rng.integers(num_classes)) + 1
-        candidate = [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale, truncation))]
+        candidate = [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale=scale, truncation=truncation))]
         if _layout_ok(candidate):
             objects = candidate
     for _ in range(wanted - 1):
         label = int(rng.integers(num_classes)) + 1
         for _attempt in range(20):
-            candidate = objects + [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale, truncation))]
+            candidate = objects + [PlacedObject(label, _place_shape(rng, SYNTHETIC_CLASSES[label - 1], size, scale=scale, truncation=truncation))]
             if _layout_ok(candidate):
                 objects = candidate
                 break
@@ -431,12 +431,12 @@ class GeneratorOptions:
 
 
 def _render_sample(
-    seed: int, index: int, size: int, num_classes: int, options: GeneratorOptions = GeneratorOptions()
+    seed: int, index: int, size: int, num_classes: int, *, options: GeneratorOptions = GeneratorOptions()
 ) -> tuple[np.ndarray, np.ndarray, list[PlacedObject]]:
     """The RGB image, the VOC mask and the objects of sample ``index``: a pure function of its arguments."""
     rng = np.random.default_rng([seed, index])
     image = _background(rng, size, options.distractors, options.texture_regions)
-    objects = _choose_objects(rng, size, num_classes, options.object_scale, options.num_objects, options.truncation)
+    objects = _choose_objects(rng, size, num_classes, scale=options.object_scale, num_objects=options.num_objects, truncation=options.truncation)
     for obj in objects:
         image = _paint_object(rng, image, obj, options.class_part)
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 0.8))  # camera softness
@@ -573,7 +573,7 @@ def generate_synthetic_voc(
     foreground = []
     ids = [f"syn_{index:06d}" for index in range(num_train + num_val)]
     for index, image_id in enumerate(ids):
-        rgb, mask, objects = _render_sample(seed, index, image_size, num_classes, options)
+        rgb, mask, objects = _render_sample(seed, index, image_size, num_classes, options=options)
         Image.fromarray(rgb, mode="RGB").save(
             dirs["JPEGImages"] / f"{image_id}.jpg", format="JPEG", quality=JPEG_QUALITY, subsampling=0
         )
