@@ -117,7 +117,11 @@ def test_set_params_exist_in_params_yaml(page):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_python_m_modules_import(page):
-    missing = [name for name in set(python_modules(page.read_text())) if importlib.util.find_spec(name) is None]
+    # looked up in a child process: finding `pip` switches setuptools' distutils shim for the whole
+    # process, which later breaks torch.compile's C++ build in this one
+    names = sorted(set(python_modules(page.read_text())))
+    probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    missing = subprocess.run([sys.executable, "-c", probe, *names], capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
     assert not missing, f"{page.name}: `python -m` modules that do not import: {missing}"
 
 
