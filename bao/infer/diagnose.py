@@ -28,7 +28,7 @@ import torch
 
 from bao.data.palette import IGNORE_INDEX
 from bao.distributed import all_reduce_sum
-from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, softmax_background_scores, threshold_pseudo_labels
+from bao.infer.pseudo import max_normalized_cams, rule_scores, scores_to_labels, threshold_pseudo_labels
 from bao.metrics import ConfusionMatrix, confusion_counts
 
 MID_T = 0.5
@@ -92,17 +92,16 @@ class Diagnosis:
             "own_sweep": threshold_pseudo_labels(own, self.thresholds),
             "student_argmax": student.to(torch.uint8).cpu().numpy(),
             "student_background_cam_classes": torch.where(student == 0, 0, cam_classes).to(torch.uint8).cpu().numpy(),
-            "minmax_background": scores_to_labels(bao_scores(maps["background"][0], maps["cams"], labels)),
-            "softmax_background": scores_to_labels(softmax_background_scores(maps["background"][0], maps["am_classes"], maps["cams"], labels, views=views)),
             "bg_score": float(bao_scores_map[0].sum()), "teacher_bg": float((1.0 - own.amax(dim=0)).sum()), "pixels": own[0].numel(),
             "mid_t": threshold_pseudo_labels(own, [MID_T])[0],
         }
+        labels_in_use = scores_to_labels(bao_scores_map)  # the stage's own rule: scored once, not recomputed
+        for rule in ("minmax", "softmax"):
+            same = rule == background
+            out[f"{rule}_background"] = labels_in_use if same else scores_to_labels(rule_scores(rule, maps, maps["cams"], labels, views=views))
         if cam_net_cams is not None:
-            if background == "softmax":
-                with_cam_net = softmax_background_scores(maps["background"][0], maps["am_classes"], cam_net_cams, labels, views=views)
-            else:
-                with_cam_net = bao_scores(maps["background"][0], cam_net_cams, labels)
-            out["bg_with_cam_net_cams"] = scores_to_labels(with_cam_net)
+            same_cams = cam_net_cams is maps["cams"]
+            out["bg_with_cam_net_cams"] = labels_in_use if same_cams else scores_to_labels(rule_scores(background, maps, cam_net_cams, labels, views=views))
         return out
 
     def score(self, gt: np.ndarray, bao_label: np.ndarray, parts: dict) -> dict:

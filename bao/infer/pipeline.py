@@ -24,7 +24,7 @@ from bao.infer.crf import refine_in_workers
 from bao.infer.diagnose import Diagnosis
 from bao.infer.per_image import PerImageBestT, farthest_from
 from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
-from bao.infer.pseudo import bao_scores, max_normalized_cams, scores_to_labels, softmax_background_scores, threshold_pseudo_labels
+from bao.infer.pseudo import max_normalized_cams, rule_scores, scores_to_labels, threshold_pseudo_labels
 from bao.io import BoundedPool
 from bao.metrics import ConfusionMatrix, confusion_counts
 from bao.train.common import make_loader
@@ -168,9 +168,7 @@ def view_count(cfg: PseudoLabelConfig) -> int:
 
 def label_scores(maps: dict[str, torch.Tensor], labels: torch.Tensor, cfg: PseudoLabelConfig) -> torch.Tensor:
     """BAO's (K+1, H, W) scores by ``pseudo_label.background``; the label is their argmax."""
-    if cfg.background == "softmax":
-        return softmax_background_scores(maps["background"][0], maps["am_classes"], maps["cams"], labels, views=view_count(cfg))
-    return bao_scores(maps["background"][0], maps["cams"], labels)
+    return rule_scores(cfg.background, maps, maps["cams"], labels, views=view_count(cfg))
 
 
 def same_weights(a: nn.Module, b: nn.Module) -> bool:

@@ -55,6 +55,14 @@ def softmax_background_scores(background: torch.Tensor, am_classes: torch.Tensor
     return torch.cat([probability[None], normalized])
 
 
+def rule_scores(rule: str, maps: dict[str, torch.Tensor], cams: torch.Tensor, labels: torch.Tensor, *, views: int) -> torch.Tensor:
+    """BAO's (K+1, H, W) scores under ``pseudo_label.background`` (``softmax`` or ``minmax``), with the
+    classes from ``cams``; ``maps`` holds the merged ``background`` and ``am_classes``."""
+    if rule == "softmax":
+        return softmax_background_scores(maps["background"][0], maps["am_classes"], cams, labels, views=views)
+    return bao_scores(maps["background"][0], cams, labels)
+
+
 def scores_to_labels(scores: torch.Tensor) -> np.ndarray:
     """(H, W) uint8: the argmax channel of (C, H, W) scores."""
     return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
