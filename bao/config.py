@@ -226,6 +226,16 @@ class SegConfig(LoaderConfig):
     # background threshold ``threshold`` (written by threshold_baseline), the comparison papers report
     labels: Literal["bao", "threshold"] = "bao"
     threshold: float = Field(default=0.5, ge=0, lt=1)
+    # lr of the ImageNet-pretrained encoder; null = train_seg.lr for every parameter. The usual DeepLab
+    # recipe trains the new ASPP head 10x faster than the encoder it fine-tunes
+    backbone_lr: float | None = Field(default=None, gt=0)
+    # the scale val images are segmented at: train = long side resized to the middle of resize_long (the
+    # scale DeepLab learned at), logits drawn back at full size; native = the image's own size
+    eval_resize: Literal["train", "native"] = "train"
+
+    def eval_long_side(self) -> int | None:
+        """The long side val images are resized to before prediction; None: their own size."""
+        return round(sum(self.resize_long) / 2) if self.eval_resize == "train" else None
 
     @field_validator("backbone")
     @classmethod

@@ -6,7 +6,12 @@
 
 It reads ``dvc exp show --json`` and keeps the experiments of the current commit whose params
 differ from the commit's only in ``seed`` (other experiments are listed as skipped), so a sweep
-of anything else never mixes into the figures. The demo data has its own seed
+of anything else never mixes into the figures. A sweep that also sets other params names them:
+
+    dvc exp run --queue -S 'seed=range(0,5)' -S train_seg.labels=threshold
+    python -m bao.seeds --where train_seg.labels=threshold --out results/seed_summary_threshold.json ...
+
+The demo data has its own seed
 (``data.synthetic.seed``), so only training varies.
 """
 
@@ -20,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from bao.io import atomic_path, write_json
 
@@ -94,14 +101,23 @@ def _seed_of(params: dict):
     return next((value for key, value in params.items() if key.endswith(f":{SEED_KEY}")), None)
 
 
-def summarize(exp_show: list) -> dict:
-    """Mean, std (n - 1), min, max and per-seed values of every metric over the seed sweep."""
+def summarize(exp_show: list, where: dict[str, object] | None = None) -> dict:
+    """Mean, std (n - 1), min, max and per-seed values of every metric over the seed sweep.
+
+    ``where``: params (dotted keys of params.yaml) the sweep set besides the seed, e.g.
+    ``{"train_seg.labels": "threshold"}`` for `dvc exp run --queue -S 'seed=range(0,5)' -S
+    train_seg.labels=threshold`; the experiments summarised differ from the commit in those and the seed only."""
     base_params, records = experiment_records(exp_show)
     pending = [record["name"] for record in records if record["state"] in PENDING]
     if pending:
         raise SeedSummaryError(f"{len(pending)} experiment(s) still queued or running ({', '.join(pending)}): "
                                "wait for `dvc queue status` to show them done, or pass --wait")
     fixed = {key: value for key, value in base_params.items() if not key.endswith(f":{SEED_KEY}")}
+    for key, value in (where or {}).items():
+        matches = [name for name in fixed if name.split(":", 1)[-1] == key]
+        if not matches:
+            raise SeedSummaryError(f"--where {key}: no such key in the commit's params")
+        fixed.update(dict.fromkeys(matches, value))
     chosen: dict = {}
     skipped = []
     for record in sorted(records, key=lambda r: r["timestamp"]):
@@ -167,6 +183,14 @@ def wait_for_queue(cwd: str | Path = ".", poll_s: float = 10.0) -> list:
         time.sleep(poll_s)
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as YAML, as ``dvc exp run -S`` reads it."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SeedSummaryError(f"--where {text!r}: expected KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp-show-json", help="a saved `dvc exp show --json` (default: run it here)")
@@ -174,13 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the queue with --wait")
     parser.add_argument("--out", default="results/seed_summary.json", help="every metric's mean, std, min, max, per-seed values")
     parser.add_argument("--table", default="results/seed_summary.md", help="the headline metrics as a Markdown table")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param the sweep also set (as its -S), e.g. train_seg.labels=threshold; repeatable")
     args = parser.parse_args(argv)
     try:
+        where = dict(_key_value(item) for item in args.where)
         if args.exp_show_json:
             exp_show = json.loads(Path(args.exp_show_json).read_text())
         else:
             exp_show = wait_for_queue(poll_s=args.poll) if args.wait else read_exp_show()
-        summary = summarize(exp_show)
+        summary = summarize(exp_show, where)
     except SeedSummaryError as error:
         print(f"bao.seeds: {error}", file=sys.stderr)
         return 1

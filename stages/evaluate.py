@@ -11,6 +11,7 @@ from bao.train.common import load_model_state
 from bao.train.seg import training_labels_dir
 
 HEADLINE = ("val_miou", "pseudo_label_miou")
+GIVEN_LABELS = "given_labels"  # subdirectory of the val predictions made with each image's labels given
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,13 +31,17 @@ def main(argv: list[str] | None = None) -> None:
     # under torchrun every process predicts its shard into the staging directory, then scores its
     # share of both splits; the counts are summed and rank 0 writes the metrics
     with shared_atomic_outputs(args.out, args.metrics) as (predictions, metrics_json):
-        predictions.mkdir(exist_ok=True)
-        predict_split(model.to(device), manifest, "val", predictions, device=device, num_workers=runtime.loader_workers, runtime=runtime)
+        (predictions / GIVEN_LABELS).mkdir(parents=True, exist_ok=True)
+        predict_split(
+            model.to(device), manifest, "val", predictions, device=device, num_workers=runtime.loader_workers, runtime=runtime,
+            long_side=seg.eval_long_side(), given_labels_dir=predictions / GIVEN_LABELS,
+        )
         barrier()
         val = score_predictions(manifest, "val", predictions, runtime.io_threads)
+        val_given_labels = score_predictions(manifest, "val", predictions / GIVEN_LABELS, runtime.io_threads)
         labels_dir = training_labels_dir(seg, bao=args.pseudo_labels, threshold=args.threshold_labels)
         pseudo = score_predictions(manifest, "train", labels_dir, runtime.io_threads)
-        metrics = {**evaluation_metrics(val, pseudo), "train_seg_labels": seg.labels}
+        metrics = {**evaluation_metrics(val, pseudo, val_given_labels), "train_seg_labels": seg.labels}
         if is_main_process():
             write_json(metrics_json, headline_first(metrics, HEADLINE))
     if is_main_process():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bao.config import ParamsError, load_params
-from bao.infer.diagnose import Diagnosis, shift_grid, shifted_counts, shifted_pair
+from bao.infer.diagnose import Diagnosis, shift_grid, shifted_counts, translated
 from bao.infer.pipeline import bao_pseudo_labels, same_weights
 from bao.models import create_bao_net
 from bao.train.bao import TargetAgreement, bao_param_groups, train_bao_net
@@ -72,14 +72,31 @@ def test_target_agreement_counts_the_latest_epoch_only():
     assert agreement.last_epoch == 1.0
 
 
-def test_shift_grid_and_shifted_pair():
+def test_shift_grid_and_translation():
     assert shift_grid(0, 2) == [(0, 0)]
     grid = shift_grid(2, 2)
     assert grid[0] == (0, 0) and len(grid) == 9 and (-2, 2) in grid
-    gt = np.arange(12).reshape(3, 4)
-    g, label = shifted_pair(gt, gt, 1, -1)  # the label moved down 1 and left 1
-    assert g.shape == label.shape == (2, 3)
-    assert (g == gt[1:, :3]).all() and (label == gt[:2, 1:]).all()
+    label = np.arange(12).reshape(3, 4)
+    moved = translated(label, 1, -1)  # down 1 and left 1, the uncovered strips filled from the edge
+    assert moved.shape == label.shape
+    assert (moved[1:, :3] == label[:2, 1:]).all()
+    assert (moved[0, :3] == label[0, 1:]).all() and (moved[1:, 3] == label[:2, 3]).all()
+
+
+def test_every_shift_is_scored_on_the_same_pixels():
+    """A label wrong only along the bottom rows: moving it up would drop those rows from an overlap
+    and look better; on a fixed window no shift gains anything."""
+    gt = np.zeros((20, 20), np.uint8)
+    gt[6:14, 6:14] = 1
+    label = gt.copy()
+    label[18:, :] = 1
+    shifts = shift_grid(2, 2)
+    counts = shifted_counts(gt, label, shifts, 2)
+    assert all(count.sum() == 16 * 16 for count in counts)
+    ious = [(np.diag(c) / (c.sum(0) + c.sum(1) - np.diag(c))).mean() for c in counts]
+    assert int(np.argmax(ious)) == 0 and ious[0] == 1.0
+    small = shifted_counts(gt[:4, :4], label[:4, :4], shifts, 2)  # too small for a border: the whole image
+    assert small[0].sum() == 16
 
 
 def test_the_alignment_check_finds_a_known_translation():

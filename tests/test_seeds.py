@@ -55,6 +55,25 @@ def test_experiments_changing_other_params_or_unfinished_are_not_mixed_in():
         summarize(exp_show)
 
 
+def test_where_summarises_the_seeds_of_a_variant_only():
+    exp_show = _captured()
+    experiments = exp_show[1]["experiments"]
+    variants = []
+    for seed, value in [(0, 0.30), (1, 0.34)]:
+        variant = copy.deepcopy(experiments[seed])
+        variant["name"] = f"lr-{seed}"
+        variant["revs"][0]["data"]["params"]["params.yaml"]["data"]["lr"] = 0.5
+        variant["revs"][0]["data"]["metrics"]["metrics/m.json"]["data"]["pseudo_miou_bao"] = value
+        variants.append(variant)
+    experiments += variants
+    summary = summarize(exp_show, {"lr": 0.5})
+    assert sorted(summary["experiments"]) == ["lr-0", "lr-1"] and summary["metrics"]["pseudo_miou_bao"]["mean"] == pytest.approx(0.32)
+    assert {item["name"] for item in summary["skipped"]} == {experiment["name"] for experiment in experiments[:3]}
+    assert summarize(exp_show)["seeds"] == [0, 1, 2]  # without it the variant stays out
+    with pytest.raises(SeedSummaryError, match="--where nope: no such key"):
+        summarize(exp_show, {"nope": 1})
+
+
 def test_a_seed_with_a_non_finite_metric_is_named_not_averaged_away():
     """A diverged seed must show: it is left out of the statistics and listed in the table."""
     exp_show = _captured()

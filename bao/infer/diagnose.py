@@ -41,17 +41,27 @@ def shift_grid(max_shift: int, step: int) -> list[tuple[int, int]]:
     return [(0, 0), *grid]
 
 
-def shifted_pair(gt: np.ndarray, label: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
-    """The overlap of ``gt`` and ``label`` moved by (dy, dx) (down and right positive)."""
-    h, w = gt.shape
-    gy, ly = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    gx, lx = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    return gt[gy, gx], label[ly, lx]
+def translated(label: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``label`` moved by (dy, dx) (down and right positive), the uncovered strip filled from its edge."""
+    margin = max(abs(dy), abs(dx))
+    h, w = label.shape
+    padded = np.pad(label, margin, mode="edge")
+    return padded[margin - dy : margin - dy + h, margin - dx : margin - dx + w]
 
 
 def shifted_counts(gt: np.ndarray, label: np.ndarray, shifts: Sequence[tuple[int, int]], num_classes: int) -> np.ndarray:
-    """(S, K, K) confusion counts of ``label`` translated by each shift against ``gt``."""
-    return np.stack([confusion_counts(*shifted_pair(gt, label, dy, dx), num_classes) for dy, dx in shifts])
+    """(S, K, K) confusion counts of ``label`` translated by each shift against ``gt``.
+
+    Every shift is scored on the same pixels: the image less a border as wide as the largest shift
+    (the whole image when it is too small for one), so a gain measures the alignment alone. Scoring
+    each shift on its own overlap would drop a different border strip per shift, and dropping a
+    strip where the labels are poor raises the mIoU without any misalignment."""
+    margin = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
+    h, w = gt.shape
+    if h <= 2 * margin or w <= 2 * margin:
+        margin = 0
+    window = (slice(margin, h - margin), slice(margin, w - margin))
+    return np.stack([confusion_counts(gt[window], translated(label, dy, dx)[window], num_classes) for dy, dx in shifts])
 
 
 def foreground_share(label: np.ndarray, valid: np.ndarray) -> tuple[int, int]:

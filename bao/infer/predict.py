@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -97,7 +98,26 @@ def iterate_multiscale(
 
 
 @torch.no_grad()
-def predict_segmentation(model: nn.Module, image: torch.Tensor, device: torch.device, amp: bool = True) -> np.ndarray:
+def segment_logits(model: nn.Module, image: torch.Tensor, device: torch.device, amp: bool = True, *, long_side: int | None = None) -> torch.Tensor:
+    """(K + 1, H, W) logits of ``image`` at its own size. ``long_side``: the image is first resized so
+    its long side has that length (the scale the network learned at), and the logits are drawn back
+    at full size."""
+    size = tuple(image.shape[-2:])
+    batch = image[None].to(device)
+    if long_side is not None and long_side != max(size):
+        scale = long_side / max(size)
+        batch = F.interpolate(batch, size=(max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), mode="bilinear", antialias=True, align_corners=False)
     with autocast(device, amp):
-        logits = model(image[None].to(device))
-    return logits[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+        logits = model(batch).float()
+    if logits.shape[-2:] != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits[0]
+
+
+def labels_argmax(logits: torch.Tensor, present: torch.Tensor | None = None) -> np.ndarray:
+    """Class index per pixel; ``present`` (K image labels): only background and those classes compete."""
+    if present is not None:
+        allowed = torch.cat([torch.ones(1, dtype=torch.bool, device=present.device), present > 0]).to(logits.device)
+        logits = logits.masked_fill(~allowed[:, None, None], float("-inf"))
+    return logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
+

@@ -17,24 +17,32 @@ from bao.data.transforms import eval_transform
 from bao.distributed import is_main_process, shard
 from bao.evaluate import evaluate_pairs
 from bao.io import BoundedPool
-from bao.infer.predict import predict_segmentation, shard_dataset
+from bao.infer.predict import labels_argmax, segment_logits, shard_dataset
 from bao.train.common import make_loader
 
 log = logging.getLogger("bao")
 
 
 def predict_split(
-    model: nn.Module, manifest: Manifest, split: str, out_dir: Path, *, device: torch.device, num_workers: int, runtime: RuntimeConfig | None = None
+    model: nn.Module, manifest: Manifest, split: str, out_dir: Path, *, device: torch.device, num_workers: int, runtime: RuntimeConfig | None = None,
+    long_side: int | None = None, given_labels_dir: Path | None = None,
 ) -> None:
-    """One PNG per image of ``split``; under ``torchrun`` each process predicts its shard."""
+    """One PNG per image of ``split``, segmented with its long side resized to ``long_side`` (None:
+    its own size); under ``torchrun`` each process predicts its shard.
+
+    ``given_labels_dir``: also the prediction with only background and the image's own labelled
+    classes competing, which separates what the network segments from what it recognises."""
     runtime = runtime or RuntimeConfig()
     dataset = ImageLabelDataset(manifest, split, eval_transform(model.normalization))
     model.eval()
     loader = make_loader(shard_dataset(dataset), 1, shuffle=False, num_workers=num_workers, seed=0, runtime=runtime)
     with BoundedPool(2) as pool:
         for batch in tqdm(loader, desc=f"predict {split}", dynamic_ncols=True, disable=not is_main_process()):
-            index = int(batch["index"][0])
-            pool.submit(save_mask, out_dir / f"{dataset.image_id(index)}.png", predict_segmentation(model, batch["image"][0], device, runtime.amp))
+            name = f"{dataset.image_id(int(batch['index'][0]))}.png"
+            logits = segment_logits(model, batch["image"][0], device, runtime.amp, long_side=long_side)
+            pool.submit(save_mask, out_dir / name, labels_argmax(logits))
+            if given_labels_dir is not None:
+                pool.submit(save_mask, given_labels_dir / name, labels_argmax(logits, batch["labels"][0]))
         pool.drain()
 
 
@@ -57,10 +65,14 @@ def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: i
     return matrix.compute(["background", *manifest.classes])
 
 
-def evaluation_metrics(val: dict | None, pseudo: dict | None) -> dict:
-    """The evaluate stage's numbers; null where a split has no ground truth, with flags saying so."""
+def evaluation_metrics(val: dict | None, pseudo: dict | None, val_given_labels: dict | None = None) -> dict:
+    """The evaluate stage's numbers; null where a split has no ground truth, with flags saying so.
+
+    ``val_given_labels``: the val scores with each image's labels given (background and those
+    classes only): the gap to ``val_miou`` is recognition, the gap to the pseudo-labels segmentation."""
     return {
         "val_miou": val["miou"] if val else None,
+        "val_miou_given_labels": val_given_labels["miou"] if val_given_labels else None,
         "val_pixel_accuracy": val["pixel_accuracy"] if val else None,
         "pseudo_label_miou": pseudo["miou"] if pseudo else None,
         "val_per_class_iou": val["per_class_iou"] if val else None,

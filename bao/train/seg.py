@@ -12,6 +12,7 @@ from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import segmentation_loss
 from bao.models import create_deeplab
+from bao.models.deeplab import DeepLabV3
 from bao.train.checkpoint import resume_hook, run_fingerprint
 from bao.train.common import LiveHook, training_parts
 from bao.train.engine import train_loop
@@ -20,6 +21,14 @@ from bao.train.engine import train_loop
 def training_labels_dir(cfg: SegConfig, *, bao: str | Path, threshold: str | Path) -> str | Path:
     """The pseudo-label directory ``train_seg.labels`` names: BAO's, or the CAM labels at ``train_seg.threshold``."""
     return {"bao": bao, "threshold": threshold}[cfg.labels]
+
+
+def seg_param_groups(model: DeepLabV3, cfg: SegConfig) -> list[dict] | None:
+    """AdamW's groups: the new head at ``train_seg.lr``, the pretrained encoder at ``train_seg.backbone_lr``
+    (None when that is null: one lr for every parameter)."""
+    if cfg.backbone_lr is None:
+        return None
+    return [{"params": list(model.head.parameters()), "lr": cfg.lr}, {"params": list(model.backbone.parameters()), "lr": cfg.backbone_lr}]
 
 
 def train_segmentation_net(
@@ -38,7 +47,7 @@ def train_segmentation_net(
     model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
-    loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime)
+    loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime, param_groups=seg_param_groups(model, cfg))
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}

@@ -1,0 +1,73 @@
+"""DeepLab's encoder lr (train_seg.backbone_lr) and the scale val images are segmented at (train_seg.eval_resize)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bao.config import ParamsError, load_params
+from bao.infer.predict import labels_argmax, segment_logits
+from bao.models import create_deeplab
+from bao.train.seg import seg_param_groups
+
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+SEG = load_params(PARAMS_FILE).train_seg
+
+
+def test_backbone_lr_null_is_one_group_and_a_value_splits_encoder_and_head():
+    model = create_deeplab("test_resnet", 4, False, 16)
+    assert seg_param_groups(model, SEG.model_copy(update={"backbone_lr": None})) is None
+    groups = seg_param_groups(model, SEG.model_copy(update={"lr": 1e-3, "backbone_lr": 1e-4}))
+    assert [group["lr"] for group in groups] == [1e-3, 1e-4]
+    head, encoder = ({id(p) for p in group["params"]} for group in groups)
+    assert encoder == {id(p) for p in model.backbone.parameters()} and head == {id(p) for p in model.head.parameters()}
+    assert head | encoder == {id(p) for p in model.parameters()} and not head & encoder
+
+
+def test_eval_long_side_is_the_middle_of_resize_long_or_none():
+    assert SEG.model_copy(update={"resize_long": (192, 320), "eval_resize": "train"}).eval_long_side() == 256
+    assert SEG.model_copy(update={"resize_long": (72, 121), "eval_resize": "train"}).eval_long_side() == 96  # round(96.5): banker's
+    assert SEG.model_copy(update={"eval_resize": "native"}).eval_long_side() is None
+
+
+@pytest.mark.parametrize(("key", "value"), [("backbone_lr", "0.0"), ("eval_resize", "full")])
+def test_bad_seg_params_name_their_key(tmp_path, key, value):
+    text = re.sub(rf"(\n  {key}:) \S+", rf"\1 {value}", PARAMS_FILE.read_text())
+    assert f"{key}: {value}" in text
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=f"train_seg.{key}"):
+        load_params(tmp_path / "params.yaml")
+
+
+class LeftHalfNet(nn.Module):
+    """Class 1 on the left half of whatever it is given, class 0 on the right; records its input size."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen = tuple(images.shape[-2:])
+        logits = torch.zeros(images.shape[0], 2, *images.shape[-2:])
+        logits[:, 1, :, : images.shape[-1] // 2] = 1.0
+        return logits
+
+
+def test_prediction_at_the_training_scale_comes_back_at_full_size():
+    net, image = LeftHalfNet(), torch.rand(3, 60, 120)
+    native = labels_argmax(segment_logits(net, image, torch.device("cpu"), long_side=None))
+    assert net.seen == (60, 120) and native.shape == (60, 120)
+    resized = labels_argmax(segment_logits(net, image, torch.device("cpu"), long_side=40))
+    assert net.seen == (20, 40)  # aspect ratio kept
+    assert resized.shape == (60, 120)
+    assert (resized[:, :58] == 1).all() and (resized[:, 62:] == 0).all()  # the boundary stays in place
+    assert (native == resized)[:, :58].all()
+
+
+def test_given_labels_keep_background_and_the_image_classes_only():
+    logits = torch.zeros(4, 2, 3)
+    logits[3] = 5.0  # class 3 (absent) scores highest everywhere
+    logits[1, :, 0] = 2.0
+    assert (labels_argmax(logits) == 3).all()
+    given = labels_argmax(logits, torch.tensor([1.0, 0.0, 0.0]))
+    assert (given[:, 0] == 1).all() and (given[:, 1:] == 0).all()
