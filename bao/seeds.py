@@ -31,7 +31,7 @@ import yaml
 from bao.io import atomic_path, write_json
 
 SEED_KEY = "seed"
-HEADLINE = ("pseudo_miou_bao", "baseline_best_miou", "val_miou", "pseudo_label_miou", "pseudo_miou_bao_crf", "bao_minus_best_baseline")
+HEADLINE = ("pseudo_miou_bao", "baseline_mid_miou", "baseline_best_miou", "per_image_oracle_miou", "bao_minus_mid_baseline", "bao_minus_best_baseline", "val_miou", "pseudo_label_miou", "pseudo_miou_bao_crf")
 PENDING = {"queued", "running"}
 
 

@@ -11,9 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+
+from bao.config import SegConfig
 
 from dataset_fixtures import write_folder
 from pipeline_utils import make_repo_copy, run
+
+REPO = Path(__file__).resolve().parents[1]
 
 ALL = {"prepare", "train_cam", "train_bao", "threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
 METRICS = {  # what each metrics file holds, key order as the stages write it
@@ -76,12 +81,15 @@ def _changed(repo: Path) -> set[str]:
     # which labels DeepLab learns from: DeepLab and the evaluation that scores those labels
     (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("labels: bao", "labels: threshold")),
      {"train_seg", "evaluate"}),
-    # the t of the threshold labels: the stage that writes them, and DeepLab (it reads its whole section)
+    # the t of the threshold labels: the stage that writes them, and DeepLab (it lists the key)
     (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("threshold: 0.5", "threshold: 0.4")),
      {"threshold_baseline", "train_seg"}),
+    # the scale val images are segmented at: the evaluation only, DeepLab is not retrained
+    (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("eval_resize: train", "eval_resize: native")),
+     {"evaluate"}),
     # a hardware setting: nothing
     (lambda repo: (repo / "runtime.yaml").write_text("loader_workers: 4\ninference_batch_size: 16\ncrf_workers: 0\n"), set()),
-], ids=["library module", "raw label file", "weights file", "stage script", "results param", "seg labels", "threshold t", "runtime.yaml"])
+], ids=["library module", "raw label file", "weights file", "stage script", "results param", "seg labels", "threshold t", "eval scale", "runtime.yaml"])
 def test_dvc_status_names_exactly_the_stages_that_must_rerun(locked_repo, edit, expected):
     untracked = [locked_repo / "data/raw/shapes/labels.csv", locked_repo / "weights/backbone.pth"]  # git-ignored
     saved = {path: path.read_bytes() for path in untracked}
@@ -107,3 +115,11 @@ def test_exp_show_opens_with_the_results_and_ends_with_the_counts(locked_repo):
     assert losses and max(losses) < min(counts)  # dataset counts come after every result and loss
     params = [name for name in header if name.startswith(("runtime", "num_workers")) or "workers" in name or "checkpoint_every" in name]
     assert params == []  # no hardware knob is a param
+
+
+def test_train_seg_lists_every_key_of_its_section_but_the_evaluation_scale():
+    """train_seg names its keys one by one (so eval_resize reruns the evaluation only): a new key
+    must be listed, or changing it would not retrain DeepLab."""
+    listed = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train_seg"]["params"]
+    keys = {entry.split(".", 1)[1] for entry in listed if entry.startswith("train_seg.")}
+    assert keys == set(SegConfig.model_fields) - {"eval_resize"}

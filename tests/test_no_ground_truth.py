@@ -75,3 +75,4 @@ def test_with_masks_the_comparison_says_ground_truth_was_available():
     sweep = {"ground_truth_available": True, "curve": [{"threshold": 0.5, "miou": 0.4}], "best_threshold": 0.5, "best": best}
     metrics = comparison_metrics({"miou": 0.6, "pixel_accuracy": 0.9, "per_class_iou": {}}, sweep)
     assert metrics["ground_truth_available"] is True and math.isclose(metrics["bao_minus_best_baseline"], 0.2)
+    assert math.isclose(metrics["bao_minus_mid_baseline"], 0.2)

@@ -12,7 +12,7 @@ def baseline_at(sweep: dict, threshold: float) -> float:
     return nearest["miou"]
 
 
-BAO_KEYS = ("pseudo_miou_bao", "pseudo_pixel_accuracy_bao", "bao_minus_best_baseline")
+BAO_KEYS = ("pseudo_miou_bao", "pseudo_pixel_accuracy_bao", "bao_minus_best_baseline", "bao_minus_mid_baseline")
 BASELINE_KEYS = (
     "baseline_best_t", "baseline_best_miou", "baseline_worst_t", "baseline_worst_miou",
     "baseline_mid_t", "baseline_mid_miou", "baseline_range_0.1_0.9", "baseline_per_class_iou",
@@ -74,6 +74,7 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
             "pseudo_miou_bao": bao["miou"],
             "pseudo_pixel_accuracy_bao": bao["pixel_accuracy"],
             "bao_minus_best_baseline": bao["miou"] - sweep["best"]["miou"],
+            "bao_minus_mid_baseline": bao["miou"] - metrics["baseline_mid_miou"],
             **metrics,
             "bao_per_class_iou": bao["per_class_iou"],
         }
