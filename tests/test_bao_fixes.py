@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bao.config import ParamsError, load_params
-from bao.infer.diagnose import Diagnosis, shift_grid, shifted_counts, translated
+from bao.infer.diagnose import Diagnosis, shift_grid, shifted_counts, translations
 from bao.infer.pipeline import bao_pseudo_labels, same_weights
 from bao.models import create_bao_net
 from bao.train.bao import TargetAgreement, bao_param_groups, train_bao_net
@@ -77,7 +77,8 @@ def test_shift_grid_and_translation():
     grid = shift_grid(2, 2)
     assert grid[0] == (0, 0) and len(grid) == 9 and (-2, 2) in grid
     label = np.arange(12).reshape(3, 4)
-    moved = translated(label, 1, -1)  # down 1 and left 1, the uncovered strips filled from the edge
+    unmoved, moved = translations(label, [(0, 0), (1, -1)])  # down 1 and left 1, the uncovered strips filled from the edge
+    assert (unmoved == label).all()
     assert moved.shape == label.shape
     assert (moved[1:, :3] == label[:2, 1:]).all()
     assert (moved[0, :3] == label[0, 1:]).all() and (moved[1:, 3] == label[:2, 3]).all()

@@ -21,7 +21,7 @@ against the masks of the training images:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,12 +41,14 @@ def shift_grid(max_shift: int, step: int) -> list[tuple[int, int]]:
     return [(0, 0), *grid]
 
 
-def translated(label: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``label`` moved by (dy, dx) (down and right positive), the uncovered strip filled from its edge."""
-    margin = max(abs(dy), abs(dx))
+def translations(label: np.ndarray, shifts: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """``label`` moved by each (dy, dx) (down and right positive), the uncovered strip filled from
+    its edge; padded once for the largest shift."""
+    reach = max(max(abs(dy), abs(dx)) for dy, dx in shifts)
     h, w = label.shape
-    padded = np.pad(label, margin, mode="edge")
-    return padded[margin - dy : margin - dy + h, margin - dx : margin - dx + w]
+    padded = np.pad(label, reach, mode="edge")
+    for dy, dx in shifts:
+        yield padded[reach - dy : reach - dy + h, reach - dx : reach - dx + w]
 
 
 def shifted_counts(gt: np.ndarray, label: np.ndarray, shifts: Sequence[tuple[int, int]], num_classes: int) -> np.ndarray:
@@ -61,7 +63,7 @@ def shifted_counts(gt: np.ndarray, label: np.ndarray, shifts: Sequence[tuple[int
     if h <= 2 * margin or w <= 2 * margin:
         margin = 0
     window = (slice(margin, h - margin), slice(margin, w - margin))
-    return np.stack([confusion_counts(gt[window], translated(label, dy, dx)[window], num_classes) for dy, dx in shifts])
+    return np.stack([confusion_counts(gt[window], moved[window], num_classes) for moved in translations(label, shifts)])
 
 
 def foreground_share(label: np.ndarray, valid: np.ndarray) -> tuple[int, int]:
