@@ -181,7 +181,10 @@ class PseudoLabelConfig(Section):
     flip: bool
     thresholds: tuple[Annotated[float, Field(ge=0, lt=1)], ...] = Field(min_length=1)
     # geometric: maps drawn where the network saw them; official: the official code's bilinear resize
-    align: Literal["geometric", "official"] = "geometric"
+    # calibrated: maps drawn where the network responds, the traced cells moved by a shift measured without
+    # masks (bao.infer.calibrate) on the first calibration_images training images
+    align: Literal["calibrated", "geometric", "official"] = "calibrated"
+    calibration_images: int = Field(default=32, ge=1)
     # figures that say why BAO wins or loses (bao.infer.diagnose), scored on the training masks;
     # the alignment check tries every shift of BAO's labels on a grid of shift_step px within shift_max px
     # BAO's background score against the max-normalised CAMs: softmax = the student's background

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         if is_main_process():
             metrics = {
                 **comparison_metrics(results["bao"], sweep), **crf_metrics(results["bao"], results["bao_crf"]),
-                "diagnosis": results["diagnosis"],
+                "diagnosis": results["diagnosis"], "alignment": results["alignment"],
             }
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS

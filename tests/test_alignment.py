@@ -54,6 +54,19 @@ class BrightSquareNet(nn.Module):
         return {"cams": cams, "am": torch.cat([-cams, cams], dim=1), "logits": cams.mean(dim=(2, 3))}
 
 
+class ShiftedSquareNet(BrightSquareNet):
+    """Responds ``SHIFT`` input px up-left of where its layers say (16*o): the image is moved
+    down-right before the box filter, as a trained network's weights may place its responses off
+    its receptive fields' middles."""
+
+    SHIFT = 6
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, refine: bool = False) -> dict:
+        height, width = images.shape[-2:]
+        moved = torch.nn.functional.pad(images.float(), (self.SHIFT, 0, self.SHIFT, 0))[..., :height, :width]
+        return super().forward(moved, labels, refine)
+
+
 def _square_dataset(root: Path, size: tuple[int, int]) -> Path:
     top, left, height, width = SQUARES[size]
     image = np.zeros((*size, 3), np.uint8)
@@ -75,16 +88,17 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).mean(axis=0)
 
 
-def label_offsets(tmp: Path, size: tuple[int, int], scales: tuple[int, ...], align: str, *, flip: bool = True) -> list[np.ndarray]:
+def label_offsets(tmp: Path, size: tuple[int, int], scales: tuple[int, ...], align: str, *, flip: bool = True, net: nn.Module | None = None) -> list[np.ndarray]:
     """(dy, dx) of each pseudo-label's square from the true square, through ``bao_pseudo_labels``."""
     prepared = tmp / f"prepared_{size[0]}x{size[1]}"
     if not prepared.exists():
         prepare_dataset(data_config("folder", _square_dataset(tmp / f"raw_{size[0]}x{size[1]}", size)), prepared)
     manifest = read_manifest(prepared)
     cfg = PseudoLabelConfig(scales=scales, flip=flip, thresholds=(0.5,), align=align)
-    out = tmp / f"labels_{size[0]}x{size[1]}_{align}_{'_'.join(map(str, scales))}_{flip}"
+    net = net or BrightSquareNet()
+    out = tmp / f"labels_{size[0]}x{size[1]}_{align}_{'_'.join(map(str, scales))}_{flip}_{type(net).__name__}"
     out.mkdir()
-    bao_pseudo_labels(BrightSquareNet(), manifest, cfg, CRF_OFF, device=torch.device("cpu"), out_dir=out, runtime=BATCHES_OF_TWO)
+    bao_pseudo_labels(net, manifest, cfg, CRF_OFF, device=torch.device("cpu"), out_dir=out, runtime=BATCHES_OF_TWO)
     top, left, height, width = SQUARES[size]
     truth = np.array([top + (height - 1) / 2, left + (width - 1) / 2])
     return [_centroid(read_mask(path) == 1) - truth for path in sorted(out.glob("*.png"))]
@@ -113,6 +127,20 @@ def test_the_official_resize_shifts_the_label_down_right(tmp_path):
     size, scale = (375, 500), 256
     dy, dx = label_offsets(tmp_path, size, (scale,), "official", flip=False)[0]
     assert dy > 5 and dx > 5  # 7.5 input px = 11.0 / 14.6 image px, less what the argmax moves
+
+
+def test_calibration_draws_the_label_where_the_network_responds(tmp_path):
+    """A network responding 6 input px up-left of its traced cells: drawn on the traced cells its
+    label lies down-right of the square; calibrated (measured on the image and its mirror, no
+    mask) it lies on the square again."""
+    size, scale = (375, 500), 256
+    image_px = np.array(size) / scale * ShiftedSquareNet.SHIFT  # 8.8 and 11.7 image px
+    traced = label_offsets(tmp_path, size, (scale,), "geometric", flip=False, net=ShiftedSquareNet())[0]
+    assert (traced > 0.6 * image_px).all(), traced
+    for offset in label_offsets(tmp_path, size, (scale,), "calibrated", flip=True, net=ShiftedSquareNet()):
+        assert np.abs(offset).max() <= 1.0, offset
+    for offset in label_offsets(tmp_path, size, (scale,), "calibrated", flip=True):  # a network that responds where traced
+        assert np.abs(offset).max() <= 1.0, offset
 
 
 if __name__ == "__main__":  # the README's table

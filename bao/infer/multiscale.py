@@ -46,7 +46,7 @@ def size_buckets(sizes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list
     return buckets
 
 
-def _square_batch(images: Sequence[torch.Tensor], buckets: dict, scale: int) -> torch.Tensor:
+def square_inputs(images: Sequence[torch.Tensor], buckets: dict, scale: int) -> torch.Tensor:
     """Every image resized to (scale, scale), in input order; one resize per size bucket."""
     resized: list[torch.Tensor | None] = [None] * len(images)
     for positions in buckets.values():
@@ -79,7 +79,7 @@ def batched_multiscale_maps(
     buckets = size_buckets([image.shape[-2:] for image in images])
     summed: list[dict[str, torch.Tensor]] = [{} for _ in images]
     for scale in scales:
-        resized = _square_batch(images, buckets, scale)
+        resized = square_inputs(images, buckets, scale)
         batch = torch.cat([resized, resized.flip(-1)]) if flip else resized
         for name, maps in forward(batch, labels.repeat(2, 1) if flip else labels).items():
             for size, positions in buckets.items():

@@ -8,6 +8,7 @@ disk. Under ``torchrun`` each process takes a shard of the images and the confus
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +21,19 @@ from bao.data.datasets import ImageLabelDataset, load_image
 from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
+from bao.infer.align import GeometryFn
+from bao.infer.calibrate import calibrate_shift, calibration_scale
 from bao.infer.crf import refine_in_workers
 from bao.infer.diagnose import Diagnosis
 from bao.infer.per_image import PerImageBestT, farthest_from
-from bao.infer.predict import collate_full_size, iterate_multiscale, shard_dataset
+from bao.infer.predict import collate_full_size, iterate_multiscale, map_forward, shard_dataset
 from bao.infer.pseudo import max_normalized_cams, rule_scores, scores_to_labels, threshold_pseudo_labels
 from bao.io import BoundedPool
 from bao.metrics import ConfusionMatrix, confusion_counts
 from bao.train.common import make_loader
 
 OUTPUT_THREADS = 2
+log = logging.getLogger("bao")
 
 
 def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeConfig) -> tuple[ImageLabelDataset, torch.utils.data.DataLoader]:
@@ -39,11 +43,39 @@ def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeCo
     return dataset, loader
 
 
-def _multiscale(model: nn.Module, loader, device: torch.device, cfg: PseudoLabelConfig, *, with_am: bool, desc: str, runtime: RuntimeConfig):
-    """(index, merged maps, labels) per image of ``loader`` (uint8 images), as ``cfg`` says."""
+def alignment(
+    model: nn.Module, dataset: ImageLabelDataset, device: torch.device, cfg: PseudoLabelConfig, runtime: RuntimeConfig, *, with_am: bool = False
+) -> tuple[str, GeometryFn, dict]:
+    """How maps are drawn back on the image: (``align`` for ``resize_to_image``, the geometry, what
+    the metrics say of it). ``calibrated``: the traced geometry moved to where the network responds
+    (``bao.infer.calibrate``), measured once per model on the first ``calibration_images`` training
+    images (every process the same ones), on its CAMs (``with_am``: a BAO network, which needs labels)."""
+    if cfg.align != "calibrated":
+        return cfg.align, model.feature_geometry, {"mode": cfg.align}
+    scale, count = calibration_scale(cfg.scales), min(cfg.calibration_images, len(dataset))
+    cache = model.__dict__.setdefault("_calibrations", {})
+    if (scale, count) not in cache:
+        items = [dataset[i] for i in range(count)]
+        forward = map_forward(model, device, with_am, runtime.amp, channels_last=runtime.channels_last, normalize=eval_transform(model.normalization))
+        model.eval()
+        with torch.no_grad():
+            cache[(scale, count)] = calibrate_shift(
+                forward, [item["image"].to(device) for item in items], torch.stack([item["labels"] for item in items]).to(device),
+                scale=scale, traced=model.feature_geometry, batch_size=runtime.inference_batch_size,
+            )
+        log.info("alignment: cells drawn %+.1f input px from the traced centres (mirror disagreement %.4f, traced %.4f)",
+                 cache[(scale, count)].shift, cache[(scale, count)].disagreement, cache[(scale, count)].disagreement_traced)
+    calibration = cache[(scale, count)]
+    return "geometric", calibration.geometry(model.feature_geometry), calibration.summary()
+
+
+def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, device: torch.device, cfg: PseudoLabelConfig, *, with_am: bool, desc: str,
+                runtime: RuntimeConfig):
+    """(index, merged maps, labels) per image of ``loader`` (uint8 images of ``dataset``), as ``cfg`` says."""
+    align, geometry, _ = alignment(model, dataset, device, cfg, runtime, with_am=with_am)
     return iterate_multiscale(
         model, loader, device, cfg.scales, flip=cfg.flip, with_am=with_am, desc=desc, amp=runtime.amp, channels_last=runtime.channels_last,
-        align=cfg.align, normalize=eval_transform(model.normalization),
+        align=align, normalize=eval_transform(model.normalization), geometry=geometry,
     )
 
 
@@ -131,7 +163,7 @@ def threshold_sweep(
                 _add_counts(matrices, [(name, counts)])
                 per_image.add(counts, index)
 
-    maps_iter = _multiscale(cam_net, loader, device, cfg, with_am=False, desc="threshold sweep", runtime=runtime)
+    maps_iter = _multiscale(cam_net, dataset, loader, device, cfg, with_am=False, desc="threshold sweep", runtime=runtime)
     with BoundedPool(OUTPUT_THREADS) as pool:
         for index, maps, labels in maps_iter:
             gt_path = _gt_path(dataset, index)
@@ -144,6 +176,7 @@ def threshold_sweep(
         add(pool.drain())
     if not has_masks:
         return _no_sweep(cfg)
+    alignment_summary = alignment(cam_net, dataset, device, cfg, runtime)[2]
     _all_reduce(matrices)
     per_image.all_reduce()
     if not any(matrix.counted for matrix in matrices["sweep"]):
@@ -157,7 +190,7 @@ def threshold_sweep(
         summary["by_image"] = {dataset.image_id(i): t for i, t in per_image.by_index().items()}
     return {
         "ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best],
-        "per_image_best_t": summary,
+        "per_image_best_t": summary, "alignment": alignment_summary,
     }
 
 
@@ -216,13 +249,14 @@ def bao_pseudo_labels(
     k = manifest.num_classes + 1
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
-    maps_iter = _multiscale(bao_net, loader, device, cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
+    maps_iter = _multiscale(bao_net, dataset, loader, device, cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
     diagnosis, cam_iter = None, None
     if cfg.diagnose and (manifest.split("train")["mask_path"] != "").any():
         distinct = cam_net is not None and not same_weights(cam_net, bao_net.cam_net)
         diagnosis = Diagnosis(k, cfg.thresholds, max_shift=cfg.shift_max, shift_step=cfg.shift_step, with_cam_net=cam_net is not None)
         if distinct:
-            cam_iter = _multiscale(cam_net, _train_images(manifest, cfg, runtime)[1], device, cfg, with_am=False, desc="CAM network (diagnosis)", runtime=runtime)
+            cam_iter = _multiscale(cam_net, dataset, _train_images(manifest, cfg, runtime)[1], device, cfg, with_am=False, desc="CAM network (diagnosis)",
+                                   runtime=runtime)
 
     collect = lambda results: _add_counts(matrices, results, diagnosis)  # noqa: E731
 
@@ -271,6 +305,7 @@ def bao_pseudo_labels(
     if diagnosis is not None:
         diagnosis.all_reduce()
     results["diagnosis"] = diagnosis.summary(names) if diagnosis is not None else None
+    results["alignment"] = alignment(bao_net, dataset, device, cfg, runtime, with_am=True)[2]
     return results, gallery
 
 
@@ -282,7 +317,7 @@ def baseline_labels(
     dataset = ImageLabelDataset(manifest, "train")
     loader = make_loader(Subset(dataset, list(indices)), 1, shuffle=False, num_workers=0, seed=0, collate_fn=collate_full_size)  # a few gallery images
     labels_by_index = {}
-    for index, maps, labels in _multiscale(cam_net, loader, device, cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
+    for index, maps, labels in _multiscale(cam_net, dataset, loader, device, cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 

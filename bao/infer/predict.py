@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from bao.distributed import get_world_size, is_main_process, shard
+from bao.infer.align import GeometryFn
 from bao.infer.multiscale import batched_multiscale_maps
 from bao.runtime import autocast
 
@@ -82,18 +83,20 @@ def iterate_multiscale(
     channels_last: bool = False,
     align: str = "geometric",
     normalize=None,
+    geometry: GeometryFn | None = None,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (index, merged maps, labels) per image, on ``device``, from a loader that collates
     full-size images with ``collate_full_size``; each loader batch is one forward pass per scale.
 
     Images may be uint8 (resized as uint8, then ``normalize``d) or already normalised floats;
-    ``align`` is how maps are drawn back on the image (``bao.infer.align``)."""
+    ``align`` is how maps are drawn back on the image (``bao.infer.align``), with ``geometry``
+    (default: the model's traced ``feature_geometry``)."""
     model.eval()
     forward = map_forward(model, device, with_am, amp, channels_last=channels_last, normalize=normalize)
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True, disable=not is_main_process()):
         images = [image.to(device, non_blocking=True) for image in batch["image"]]
         labels = batch["labels"].to(device, non_blocking=True)
-        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales, flip=flip, align=align, geometry=model.feature_geometry)):
+        for position, maps in enumerate(batched_multiscale_maps(forward, images, labels, scales, flip=flip, align=align, geometry=geometry or model.feature_geometry)):
             yield int(batch["index"][position]), maps, labels[position]
 
 
