@@ -176,8 +176,8 @@ def test_inference_images_use_the_models_normalization(manifest, monkeypatch):
 
     monkeypatch.setattr(pipeline, "iterate_multiscale", spy)
     net = create_bao_net(PARAMS.model.model_copy(update={"backbone": "tf_efficientnet_lite0", "pretrained": False}), 3)
-    _, loader = pipeline._train_images(manifest, PARAMS.pseudo_label, RuntimeConfig())
-    list(pipeline._multiscale(net, loader, torch.device("cpu"), PARAMS.pseudo_label, with_am=True, desc="t", runtime=RuntimeConfig()))
+    dataset, loader = pipeline._train_images(manifest, PARAMS.pseudo_label, RuntimeConfig())
+    list(pipeline._multiscale(net, dataset, loader, device=torch.device("cpu"), cfg=PARAMS.pseudo_label, with_am=True, desc="t", runtime=RuntimeConfig()))
     raw = torch.tensor([[[0]], [[128]], [[255]]], dtype=torch.uint8)
     expected = (raw.float() / 255 - 0.5) / 0.5  # EfficientNet-Lite's 0.5/0.5, not ImageNet's
     assert torch.allclose(seen["normalize"](raw), expected, atol=1e-6)

@@ -40,6 +40,7 @@ def test_the_shift_is_where_the_network_responds(net, expected):
         assert calibration.disagreement < 0.5 * calibration.disagreement_traced
     summary = calibration.summary()
     assert summary["mode"] == "calibrated" and summary["cell_shift_px"] == calibration.shift and summary["images"] == 3
+    assert not calibration.at_limit and calibration.limit == 16.0
 
 
 def test_mirror_disagreement_is_zero_on_the_right_centres_only():

@@ -118,11 +118,12 @@ def test_exp_run_reruns_only_bao_and_downstream_and_metrics_diff_shows_it(repro)
 
 
 def test_exp_run_switches_the_alignment_of_the_pseudo_label_stages(repro):
-    """Runs after the bao.lr experiment: ``-S pseudo_label.align=official`` redoes exactly the
-    stages that resize maps (and those downstream), and their numbers change."""
+    """Runs after the bao.lr experiment: ``-S pseudo_label.align=official`` redoes the stages that
+    resize maps, and those downstream only where the labels changed (on these tiny networks they
+    may not); nothing is retrained, and the pseudo-label metrics change."""
     out = run(["dvc", "exp", "run", "-S", "pseudo_label.align=official"], repro, timeout=1200).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
+    assert {"threshold_baseline", "pseudo_label"} <= ran <= {"threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repro).stdout)
     assert "metrics/pseudo_label.json" in diff
 

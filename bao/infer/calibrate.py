@@ -36,6 +36,12 @@ class Calibration:
     disagreement_traced: float
     scale: int
     images: int
+    limit: float = float("inf")  # the largest shift tried (one stride)
+
+    @property
+    def at_limit(self) -> bool:
+        """The best shift is the largest tried: the network may respond farther off (or nowhere, untrained)."""
+        return abs(self.shift) >= self.limit
 
     def geometry(self, traced: GeometryFn) -> GeometryFn:
         return shifted_geometry(traced, self.shift)
@@ -111,7 +117,8 @@ def calibrate_shift(
 
     scores = [disagreement(shift) for shift in candidates]
     best = min(range(len(candidates)), key=lambda index: (scores[index], index))
-    return Calibration(shift=candidates[best], disagreement=scores[best], disagreement_traced=scores[0], scale=scale, images=count)
+    return Calibration(shift=candidates[best], disagreement=scores[best], disagreement_traced=scores[0], scale=scale, images=count,
+                       limit=steps * SHIFT_STEP)
 
 
 def calibration_scale(scales: Sequence[int]) -> int:

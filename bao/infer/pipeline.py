@@ -44,7 +44,7 @@ def _train_images(manifest: Manifest, cfg: PseudoLabelConfig, runtime: RuntimeCo
 
 
 def alignment(
-    model: nn.Module, dataset: ImageLabelDataset, device: torch.device, cfg: PseudoLabelConfig, runtime: RuntimeConfig, *, with_am: bool = False
+    model: nn.Module, dataset: ImageLabelDataset, *, device: torch.device, cfg: PseudoLabelConfig, runtime: RuntimeConfig, with_am: bool = False
 ) -> tuple[str, GeometryFn, dict]:
     """How maps are drawn back on the image: (``align`` for ``resize_to_image``, the geometry, what
     the metrics say of it). ``calibrated``: the traced geometry moved to where the network responds
@@ -63,16 +63,21 @@ def alignment(
                 forward, [item["image"].to(device) for item in items], torch.stack([item["labels"] for item in items]).to(device),
                 scale=scale, traced=model.feature_geometry, batch_size=runtime.inference_batch_size,
             )
-        log.info("alignment: cells drawn %+.1f input px from the traced centres (mirror disagreement %.4f, traced %.4f)",
-                 cache[(scale, count)].shift, cache[(scale, count)].disagreement, cache[(scale, count)].disagreement_traced)
     calibration = cache[(scale, count)]
+    if "_logged" not in cache:
+        cache["_logged"] = True
+        log.info("alignment: cells drawn %+.1f input px from the traced centres (mirror disagreement %.4f, traced %.4f)",
+                 calibration.shift, calibration.disagreement, calibration.disagreement_traced)
+        if calibration.at_limit:
+            log.warning("alignment: the best shift is the largest tried (one stride); an untrained network responds nowhere in "
+                        "particular, and a trained one this far off its traced cells is worth a look (pseudo_label.align)")
     return "geometric", calibration.geometry(model.feature_geometry), calibration.summary()
 
 
-def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, device: torch.device, cfg: PseudoLabelConfig, *, with_am: bool, desc: str,
+def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, *, device: torch.device, cfg: PseudoLabelConfig, with_am: bool, desc: str,
                 runtime: RuntimeConfig):
     """(index, merged maps, labels) per image of ``loader`` (uint8 images of ``dataset``), as ``cfg`` says."""
-    align, geometry, _ = alignment(model, dataset, device, cfg, runtime, with_am=with_am)
+    align, geometry, _ = alignment(model, dataset, device=device, cfg=cfg, runtime=runtime, with_am=with_am)
     return iterate_multiscale(
         model, loader, device, cfg.scales, flip=cfg.flip, with_am=with_am, desc=desc, amp=runtime.amp, channels_last=runtime.channels_last,
         align=align, normalize=eval_transform(model.normalization), geometry=geometry,
@@ -163,7 +168,7 @@ def threshold_sweep(
                 _add_counts(matrices, [(name, counts)])
                 per_image.add(counts, index)
 
-    maps_iter = _multiscale(cam_net, dataset, loader, device, cfg, with_am=False, desc="threshold sweep", runtime=runtime)
+    maps_iter = _multiscale(cam_net, dataset, loader, device=device, cfg=cfg, with_am=False, desc="threshold sweep", runtime=runtime)
     with BoundedPool(OUTPUT_THREADS) as pool:
         for index, maps, labels in maps_iter:
             gt_path = _gt_path(dataset, index)
@@ -176,7 +181,7 @@ def threshold_sweep(
         add(pool.drain())
     if not has_masks:
         return _no_sweep(cfg)
-    alignment_summary = alignment(cam_net, dataset, device, cfg, runtime)[2]
+    alignment_summary = alignment(cam_net, dataset, device=device, cfg=cfg, runtime=runtime)[2]
     _all_reduce(matrices)
     per_image.all_reduce()
     if not any(matrix.counted for matrix in matrices["sweep"]):
@@ -249,13 +254,13 @@ def bao_pseudo_labels(
     k = manifest.num_classes + 1
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     gallery: dict[int, dict] = {}
-    maps_iter = _multiscale(bao_net, dataset, loader, device, cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
+    maps_iter = _multiscale(bao_net, dataset, loader, device=device, cfg=cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
     diagnosis, cam_iter = None, None
     if cfg.diagnose and (manifest.split("train")["mask_path"] != "").any():
         distinct = cam_net is not None and not same_weights(cam_net, bao_net.cam_net)
         diagnosis = Diagnosis(k, cfg.thresholds, max_shift=cfg.shift_max, shift_step=cfg.shift_step, with_cam_net=cam_net is not None)
         if distinct:
-            cam_iter = _multiscale(cam_net, dataset, _train_images(manifest, cfg, runtime)[1], device, cfg, with_am=False, desc="CAM network (diagnosis)",
+            cam_iter = _multiscale(cam_net, dataset, _train_images(manifest, cfg, runtime)[1], device=device, cfg=cfg, with_am=False, desc="CAM network (diagnosis)",
                                    runtime=runtime)
 
     collect = lambda results: _add_counts(matrices, results, diagnosis)  # noqa: E731
@@ -305,7 +310,7 @@ def bao_pseudo_labels(
     if diagnosis is not None:
         diagnosis.all_reduce()
     results["diagnosis"] = diagnosis.summary(names) if diagnosis is not None else None
-    results["alignment"] = alignment(bao_net, dataset, device, cfg, runtime, with_am=True)[2]
+    results["alignment"] = alignment(bao_net, dataset, device=device, cfg=cfg, runtime=runtime, with_am=True)[2]
     return results, gallery
 
 
@@ -317,7 +322,7 @@ def baseline_labels(
     dataset = ImageLabelDataset(manifest, "train")
     loader = make_loader(Subset(dataset, list(indices)), 1, shuffle=False, num_workers=0, seed=0, collate_fn=collate_full_size)  # a few gallery images
     labels_by_index = {}
-    for index, maps, labels in _multiscale(cam_net, dataset, loader, device, cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
+    for index, maps, labels in _multiscale(cam_net, dataset, loader, device=device, cfg=cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 
