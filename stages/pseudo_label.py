@@ -4,7 +4,7 @@ from pathlib import Path
 
 from bao.data.manifest import read_manifest
 from bao.distributed import is_main_process, shared_atomic_outputs
-from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_indices, gallery_rows
+from bao.infer.pipeline import bao_pseudo_labels, class_names_with_background, gallery_indices, gallery_rows, reuse_alignment, same_weights
 from bao.infer.report import comparison_metrics, crf_metrics, per_class_rows, sweep_plot_rows
 from bao.io import read_json, write_csv, write_json
 from bao.metrics import headline_first
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     cam_net = create_cam_net(params.model.without_initial_weights(), manifest.num_classes)
     load_model_state(args.cam_model, cam_net, manifest.classes)
     sweep = read_json(args.sweep)
+    if same_weights(cam_net, bao_net.cam_net):  # the BAO network holds the CAM network unchanged: the sweep measured its alignment
+        for net in (bao_net, cam_net):
+            reuse_alignment(net, sweep.get("alignment"), params.pseudo_label)
     names = class_names_with_background(manifest)
     # gallery: the images whose own best t lies farthest from the sweep's (first images without masks)
     picked = gallery_indices(manifest, sweep, params.report.gallery_size)

@@ -64,3 +64,32 @@ def test_the_calibration_scale_is_the_middle_one():
     assert calibration_scale([192, 96, 144]) == 144
     assert calibration_scale([256, 512]) == 256
     assert calibration_scale([320]) == 320
+
+
+def test_the_pseudo_label_stage_reuses_the_sweeps_calibration_for_the_same_cam_network(tmp_path, monkeypatch):
+    """threshold_sweep measures the CAM network's alignment; a BAO network around the same frozen
+    CAM network is given it (``reuse_alignment``) and draws its maps with it, without measuring again;
+    a sweep without the fields (or with a shift beyond its limit) is not reused."""
+    from bao.config import PseudoLabelConfig
+    from bao.data.manifest import read_manifest
+    from bao.infer import pipeline
+    from test_alignment import BATCHES_OF_TWO, CRF_OFF, label_offsets
+
+    label_offsets(tmp_path, (75, 101), (64,), "geometric")  # prepares the square dataset
+    manifest = read_manifest(tmp_path / "prepared_75x101")
+    cfg = PseudoLabelConfig(scales=(64, 96), flip=True, thresholds=(0.5,), align="calibrated")
+    measured = []
+    real_calibrate = pipeline.calibrate_shift
+    monkeypatch.setattr(pipeline, "calibrate_shift", lambda *a, **kw: measured.append(1) or real_calibrate(*a, **kw))
+    sweep = pipeline.threshold_sweep(ShiftedSquareNet(), manifest, cfg, torch.device("cpu"), runtime=BATCHES_OF_TWO)
+    assert len(measured) == 1 and sweep["alignment"]["mode"] == "calibrated"
+    bao_net = ShiftedSquareNet()
+    assert pipeline.reuse_alignment(bao_net, sweep["alignment"], cfg)
+    out = tmp_path / "labels"
+    out.mkdir()
+    results, _ = pipeline.bao_pseudo_labels(bao_net, manifest, cfg, CRF_OFF, device=torch.device("cpu"), out_dir=out, runtime=BATCHES_OF_TWO)
+    assert len(measured) == 1 and results["alignment"] == sweep["alignment"]
+    old = {key: value for key, value in sweep["alignment"].items() if key != "limit_px"}
+    beyond = {**sweep["alignment"], "cell_shift_px": 40.0}
+    assert not pipeline.reuse_alignment(ShiftedSquareNet(), old, cfg) and not pipeline.reuse_alignment(ShiftedSquareNet(), beyond, cfg)
+    assert not pipeline.reuse_alignment(ShiftedSquareNet(), sweep["alignment"], cfg.model_copy(update={"scales": (96, 128)}))

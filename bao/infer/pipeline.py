@@ -9,6 +9,7 @@ disk. Under ``torchrun`` each process takes a shard of the images and the confus
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
 from bao.infer.align import GeometryFn
-from bao.infer.calibrate import calibrate_shift, calibration_scale
+from bao.infer.calibrate import Calibration, calibrate_shift, calibration_scale
 from bao.infer.crf import refine_in_workers
 from bao.infer.diagnose import Diagnosis
 from bao.infer.per_image import PerImageBestT, farthest_from
@@ -72,6 +73,22 @@ def alignment(
             log.warning("alignment: the best shift is the largest tried (one stride); an untrained network responds nowhere in "
                         "particular, and a trained one this far off its traced cells is worth a look (pseudo_label.align)")
     return "geometric", calibration.geometry(model.feature_geometry), calibration.summary()
+
+
+def reuse_alignment(model: nn.Module, summary: dict | None, cfg: PseudoLabelConfig) -> bool:
+    """Give ``model`` the calibration ``summary`` records (``threshold_sweep``'s ``alignment``), for a
+    model whose maps are those of the network it was measured on (a BAO network around the frozen
+    CAM network), so the stage does not measure it again. False when it does not apply."""
+    if cfg.align != "calibrated" or not summary or summary.get("mode") != "calibrated" or summary.get("scale") != calibration_scale(cfg.scales):
+        return False
+    try:
+        calibration = Calibration.from_summary(summary)
+    except (KeyError, TypeError, ValueError):  # a sweep written before a field existed: measure again
+        return False
+    if not (math.isfinite(calibration.shift) and abs(calibration.shift) <= calibration.limit):
+        return False
+    model.__dict__.setdefault("_calibrations", {})[(calibration.scale, calibration.images)] = calibration
+    return True
 
 
 def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, *, device: torch.device, cfg: PseudoLabelConfig, with_am: bool, desc: str,
