@@ -1,8 +1,8 @@
 """Where a trained network's feature cells really sit, measured on its own maps, without masks.
 
 A layer trace (``bao.models.geometry``) gives the centre of each cell's receptive field. A trained
-network need not respond there: the pretrained and fine-tuned ``tf_efficientnet_lite0`` respond
-about 12 input pixels up-left of its TensorFlow-SAME trace (16*o + 15), which put every label
+network need not respond there: ``tf_efficientnet_lite0`` fine-tuned as the CAM network responds
+12.5-15 input pixels up-left of its TensorFlow-SAME trace (16*o + 15), which put every label
 drawn with the trace that far down-right (docs/method.md, "Alignment"). The measurement: a network
 trained with horizontal flips maps a mirrored image to the mirrored map, so the map of an image
 and the map of its mirror, each drawn on the image (the second mirrored back), agree when cells are
