@@ -21,6 +21,7 @@ import torch
 
 from bao.infer.align import GeometryFn, resize_to_image
 from bao.infer.multiscale import BatchMapFn, size_buckets, square_inputs
+from bao.infer.pseudo import max_normalized_cams
 from bao.models.geometry import FeatureGeometry
 
 SHIFT_STEP = 0.5  # input pixels between the candidate shifts
@@ -36,7 +37,7 @@ class Calibration:
     disagreement_traced: float
     scale: int
     images: int
-    limit: float = float("inf")  # the largest shift tried (one stride)
+    limit: float  # the largest shift tried (one stride)
 
     @property
     def at_limit(self) -> bool:
@@ -71,19 +72,15 @@ def shifted_geometry(traced: GeometryFn, shift: float, *, axes: tuple[int, ...] 
     return geometry
 
 
-def _max_normalized(maps: torch.Tensor) -> torch.Tensor:
-    maps = maps.float().relu()
-    return maps / maps.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-5)
-
-
 def mirror_disagreement(
     maps: torch.Tensor, mirror_maps: torch.Tensor, *, image_size: tuple[int, int], input_size: tuple[int, int], geometry: FeatureGeometry
 ) -> float:
     """Mean squared difference between (C, h, w) ``maps`` of an image and ``mirror_maps`` of its
     mirror, both drawn on the image with ``geometry`` and max-normalised per channel."""
+    every = torch.ones(maps.shape[0], device=maps.device)
     drawn = resize_to_image(maps[None], image_size=image_size, input_size=input_size, geometry=geometry, align="geometric")[0]
     mirrored = resize_to_image(mirror_maps[None], image_size=image_size, input_size=input_size, geometry=geometry, align="geometric")[0].flip(-1)
-    return float(((_max_normalized(drawn) - _max_normalized(mirrored)) ** 2).mean())
+    return float(((max_normalized_cams(drawn, every) - max_normalized_cams(mirrored, every)) ** 2).mean())
 
 
 def calibrate_shift(

@@ -60,18 +60,16 @@ def alignment(
         forward = map_forward(model, device, with_am, runtime.amp, channels_last=runtime.channels_last, normalize=eval_transform(model.normalization))
         model.eval()
         with torch.no_grad():
-            cache[(scale, count)] = calibrate_shift(
+            calibration = cache[(scale, count)] = calibrate_shift(
                 forward, [item["image"].to(device) for item in items], torch.stack([item["labels"] for item in items]).to(device),
                 scale=scale, traced=model.feature_geometry, batch_size=runtime.inference_batch_size,
             )
-    calibration = cache[(scale, count)]
-    if "_logged" not in cache:
-        cache["_logged"] = True
         log.info("alignment: cells drawn %+.1f input px from the traced centres (mirror disagreement %.4f, traced %.4f)",
                  calibration.shift, calibration.disagreement, calibration.disagreement_traced)
         if calibration.at_limit:
             log.warning("alignment: the best shift is the largest tried (one stride); an untrained network responds nowhere in "
                         "particular, and a trained one this far off its traced cells is worth a look (pseudo_label.align)")
+    calibration = cache[(scale, count)]
     return "geometric", calibration.geometry(model.feature_geometry), calibration.summary()
 
 
