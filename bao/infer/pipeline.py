@@ -57,7 +57,8 @@ def alignment(
     cache = model.__dict__.setdefault("_calibrations", {})
     if (scale, count) not in cache:
         items = [dataset[i] for i in range(count)]
-        forward = map_forward(model, device, with_am, runtime.amp, channels_last=runtime.channels_last, normalize=eval_transform(model.normalization))
+        forward = map_forward(model, device, with_am, runtime.amp, channels_last=runtime.channels_last, normalize=eval_transform(model.normalization),
+                              fold_batchnorm=runtime.fold_batchnorm)
         model.eval()
         with torch.no_grad():
             calibration = cache[(scale, count)] = calibrate_shift(
@@ -95,7 +96,7 @@ def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, *, device:
     align, geometry, _ = alignment(model, dataset, device=device, cfg=cfg, runtime=runtime, with_am=with_am)
     return iterate_multiscale(
         model, loader, device, cfg.scales, flip=cfg.flip, with_am=with_am, desc=desc, amp=runtime.amp, channels_last=runtime.channels_last,
-        align=align, normalize=eval_transform(model.normalization), geometry=geometry,
+        align=align, normalize=eval_transform(model.normalization), geometry=geometry, fold_batchnorm=runtime.fold_batchnorm,
     )
 
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from bao.distributed import get_world_size, is_main_process, shard
 from bao.infer.align import GeometryFn
 from bao.infer.multiscale import batched_multiscale_maps
+from bao.models.fold import folded_for_inference
 from bao.runtime import autocast
 
 
@@ -46,20 +47,29 @@ def collate_full_size(items: list[dict]) -> dict:
     }
 
 
-def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool = True, *, channels_last: bool = False, normalize=None):
+def map_forward(model: nn.Module, device: torch.device, with_am: bool, amp: bool = True, *, channels_last: bool = False, normalize=None,
+                fold_batchnorm: bool = True):
     """The maps multi-scale inference sums: CAMs, and BAO's background channel (AM channel 0),
     refined by attention where the model is built for it. uint8 inputs (the resized images) are
-    normalised with ``normalize`` first."""
+    normalised with ``normalize`` first. ``fold_batchnorm``: the first batch builds the copy of
+    ``model`` with BatchNorm folded into its convolutions (``bao.models.fold``) that runs them all."""
+    runner = None if fold_batchnorm else model
+
+    def call(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        return net(images, labels, refine=True) if with_am else net(images, refine=True)
 
     def forward(images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        nonlocal runner
         if images.dtype == torch.uint8:
             if normalize is None:
                 raise ValueError("map_forward: uint8 images need the model's input normalisation")
             images = normalize(images)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if runner is None:
+            runner = folded_for_inference(model, lambda net: call(net, images, labels), channels_last=channels_last)
         with autocast(device, amp):
-            outputs = model(images, labels, refine=True) if with_am else model(images, refine=True)
+            outputs = call(runner, images, labels)
         maps = {"cams": outputs["cams"]}
         if with_am:
             maps["background"] = outputs["am"][:, :1]
@@ -84,6 +94,7 @@ def iterate_multiscale(
     align: str = "geometric",
     normalize=None,
     geometry: GeometryFn | None = None,
+    fold_batchnorm: bool = True,
 ) -> Iterator[tuple[int, dict[str, torch.Tensor], torch.Tensor]]:
     """Yield (index, merged maps, labels) per image, on ``device``, from a loader that collates
     full-size images with ``collate_full_size``; each loader batch is one forward pass per scale.
@@ -92,7 +103,7 @@ def iterate_multiscale(
     ``align`` is how maps are drawn back on the image (``bao.infer.align``), with ``geometry``
     (default: the model's traced ``feature_geometry``)."""
     model.eval()
-    forward = map_forward(model, device, with_am, amp, channels_last=channels_last, normalize=normalize)
+    forward = map_forward(model, device, with_am, amp, channels_last=channels_last, normalize=normalize, fold_batchnorm=fold_batchnorm)
     for batch in tqdm(loader, desc=desc, dynamic_ncols=True, disable=not is_main_process()):
         images = [image.to(device, non_blocking=True) for image in batch["image"]]
         labels = batch["labels"].to(device, non_blocking=True)
@@ -101,7 +112,8 @@ def iterate_multiscale(
 
 
 @torch.no_grad()
-def segment_logits(model: nn.Module, image: torch.Tensor, device: torch.device, amp: bool = True, *, long_side: int | None = None) -> torch.Tensor:
+def segment_logits(model: nn.Module, image: torch.Tensor, device: torch.device, amp: bool = True, *, long_side: int | None = None,
+                   channels_last: bool = False) -> torch.Tensor:
     """(K + 1, H, W) logits of ``image`` at its own size. ``long_side``: the image is first resized so
     its long side has that length (the scale the network learned at), and the logits are drawn back
     at full size."""
@@ -110,6 +122,8 @@ def segment_logits(model: nn.Module, image: torch.Tensor, device: torch.device, 
     if long_side is not None and long_side != max(size):
         scale = long_side / max(size)
         batch = F.interpolate(batch, size=(max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), mode="bilinear", antialias=True, align_corners=False)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
     with autocast(device, amp):
         logits = model(batch).float()
     if logits.shape[-2:] != size:

@@ -18,6 +18,7 @@ from bao.distributed import is_main_process, shard
 from bao.evaluate import evaluate_pairs
 from bao.io import BoundedPool
 from bao.infer.predict import labels_argmax, segment_logits, shard_dataset
+from bao.models.fold import folded_for_inference
 from bao.train.common import make_loader
 
 log = logging.getLogger("bao")
@@ -36,10 +37,15 @@ def predict_split(
     dataset = ImageLabelDataset(manifest, split, eval_transform(model.normalization))
     model.eval()
     loader = make_loader(shard_dataset(dataset), 1, shuffle=False, num_workers=num_workers, seed=0, runtime=runtime)
+    runner = None if runtime.fold_batchnorm else model
     with BoundedPool(2) as pool:
         for batch in tqdm(loader, desc=f"predict {split}", dynamic_ncols=True, disable=not is_main_process()):
             name = f"{dataset.image_id(int(batch['index'][0]))}.png"
-            logits = segment_logits(model, batch["image"][0], device, runtime.amp, long_side=long_side)
+            image = batch["image"][0]
+            if runner is None:  # BatchNorm folded into the convolutions, checked on the first image (bao.models.fold)
+                runner = folded_for_inference(model, lambda net: segment_logits(net, image, device, False, long_side=long_side),
+                                              channels_last=runtime.channels_last)
+            logits = segment_logits(runner, image, device, runtime.amp, long_side=long_side, channels_last=runtime.channels_last)
             pool.submit(save_mask, out_dir / name, labels_argmax(logits))
             if given_labels_dir is not None:
                 pool.submit(save_mask, given_labels_dir / name, labels_argmax(logits, batch["labels"][0]))
