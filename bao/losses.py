@@ -22,7 +22,7 @@ def background_activated_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch
 
 def teacher_targets(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-pixel label in 0..K (0 = background) from the teacher's CAMs, with no threshold."""
-    return background_activated_cams(cams, labels).argmax(dim=1)
+    return background_activated_cams(cams, labels).max(dim=1).indices  # argmax, faster over channels on CPU
 
 
 def smooth_targets(targets: torch.Tensor, num_channels: int, eps: float) -> torch.Tensor:

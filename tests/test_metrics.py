@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bao.metrics import ConfusionMatrix, average_precision, mean_average_precision
+from bao.metrics import ConfusionMatrix, average_precision, confusion_counts, mean_average_precision, stacked_confusion_counts
 
 
 def test_confusion_miou_hand_computed_with_ignore():
@@ -35,6 +35,30 @@ def test_confusion_rejects_bad_input():
         matrix.update(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="outside"):
         matrix.update(np.array([0, 5]), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("chunk_pixels", [1, 7, 1 << 22])
+def test_stacked_counts_are_each_labellings_counts(chunk_pixels):
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 4, (9, 11)).astype(np.uint8)
+    gt[0, :5] = 255
+    predictions = rng.integers(0, 4, (6, 9, 11)).astype(np.uint8)
+    predictions[:, 0, 0] = 200  # under an ignored pixel: not counted, not an error
+    stacked = stacked_confusion_counts(gt, predictions, 4, chunk_pixels=chunk_pixels)
+    assert stacked.shape == (6, 4, 4) and stacked.dtype == np.int64
+    for counts, prediction in zip(stacked, predictions):
+        assert np.array_equal(counts, confusion_counts(gt, prediction, 4))
+    assert stacked.sum() == 6 * (gt != 255).sum()
+
+
+def test_stacked_counts_reject_bad_input():
+    gt = np.zeros((2, 2), np.uint8)
+    with pytest.raises(ValueError, match="shape"):
+        stacked_confusion_counts(gt, np.zeros((3, 2, 3), np.uint8), 2)
+    with pytest.raises(ValueError, match=r"prediction has \[5\]"):
+        stacked_confusion_counts(gt, np.array([[[0, 1], [1, 0]], [[0, 5], [1, 1]]], np.uint8), 2)
+    with pytest.raises(ValueError, match=r"ground truth has \[3\]"):
+        stacked_confusion_counts(np.array([[0, 3], [1, 1]], np.uint8), np.zeros((1, 2, 2), np.uint8), 2)
 
 
 def test_average_precision_hand_computed():

@@ -30,7 +30,7 @@ from bao.infer.per_image import PerImageBestT, farthest_from
 from bao.infer.predict import collate_full_size, iterate_multiscale, map_forward, shard_dataset
 from bao.infer.pseudo import max_normalized_cams, rule_scores, scores_to_labels, threshold_pseudo_labels
 from bao.io import BoundedPool
-from bao.metrics import ConfusionMatrix, confusion_counts
+from bao.metrics import ConfusionMatrix, stacked_confusion_counts
 from bao.train.common import make_loader
 
 OUTPUT_THREADS = 2
@@ -114,8 +114,7 @@ def _score(name: str, gt_path: Path | None, predictions: list[np.ndarray], num_c
     """(name, (len(predictions), K, K) counts) against the mask at ``gt_path``; None without a mask."""
     if gt_path is None:
         return name, None
-    gt = read_mask(gt_path)
-    return name, np.stack([confusion_counts(gt, prediction, num_classes) for prediction in predictions])
+    return name, stacked_confusion_counts(read_mask(gt_path), np.stack(predictions), num_classes)
 
 
 def _save_and_score(name: str, path: Path, prediction: np.ndarray, gt_path: Path | None, *, num_classes: int) -> tuple[str, np.ndarray | None]:

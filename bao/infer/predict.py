@@ -136,5 +136,5 @@ def labels_argmax(logits: torch.Tensor, present: torch.Tensor | None = None) -> 
     if present is not None:
         allowed = torch.cat([torch.ones(1, dtype=torch.bool, device=present.device), present > 0]).to(logits.device)
         logits = logits.masked_fill(~allowed[:, None, None], float("-inf"))
-    return logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    return logits.max(dim=0).indices.to(torch.uint8).cpu().numpy()
 

@@ -64,8 +64,9 @@ def rule_scores(rule: str, maps: dict[str, torch.Tensor], cams: torch.Tensor, la
 
 
 def scores_to_labels(scores: torch.Tensor) -> np.ndarray:
-    """(H, W) uint8: the argmax channel of (C, H, W) scores."""
-    return scores.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    """(H, W) uint8: the argmax channel of (C, H, W) scores (the first on ties). ``max().indices``
+    gives argmax's answer; torch's argmax over a leading dim is 10x slower on CPU."""
+    return scores.max(dim=0).indices.to(torch.uint8).cpu().numpy()
 
 
 def max_normalized_cams(cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

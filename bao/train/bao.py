@@ -80,7 +80,7 @@ class TargetAgreement(Hook):
         self.matches, self.cells = 0, 0
 
     def add(self, am: torch.Tensor, targets: torch.Tensor) -> None:
-        self.matches += int((am.detach().argmax(dim=1) == targets).sum())
+        self.matches += int((am.detach().max(dim=1).indices == targets).sum())
         self.cells += targets.numel()
 
     def after_epoch(self, state: LoopState, epoch_losses: dict[str, float]) -> None:
