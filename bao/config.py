@@ -232,6 +232,10 @@ class SegConfig(LoaderConfig):
     # lr of the ImageNet-pretrained encoder; null = train_seg.lr for every parameter. The usual DeepLab
     # recipe trains the new ASPP head 10x faster than the encoder it fine-tunes
     backbone_lr: float | None = Field(default=None, gt=0)
+    # where DeepLab's encoder starts: imagenet = the backbone's pretrained weights (train_seg.pretrained, the
+    # usual recipe); cam_network = the trained CAM network's backbone, which has learnt these classes from the
+    # image labels (needs train_seg.backbone = model.backbone)
+    encoder_init: Literal["imagenet", "cam_network"] = "imagenet"
     # the scale val images are segmented at: train = long side resized to the middle of resize_long (the
     # scale DeepLab learned at), logits drawn back at full size; native = the image's own size
     eval_resize: Literal["train", "native"] = "train"
@@ -277,6 +281,13 @@ class Params(Section):
     crf: CrfConfig
     report: ReportConfig
     train_seg: SegConfig
+
+    @model_validator(mode="after")
+    def _check_encoder_init(self) -> "Params":
+        if self.train_seg.encoder_init == "cam_network" and self.train_seg.backbone != self.model.backbone:
+            raise ValueError(f"train_seg.encoder_init: cam_network starts DeepLab's encoder from the CAM network's backbone, so "
+                             f"train_seg.backbone ({self.train_seg.backbone}) must be model.backbone ({self.model.backbone})")
+        return self
 
 
 class ParamsError(ValueError):

@@ -460,6 +460,7 @@ def _set(dotted: str, value):
     ("data.synthetic.class_part", [0.0, 1.0], "data.synthetic.class_part.0: Input should be greater than 0"),
     ("train_seg.labels", "cam", "train_seg.labels: Input should be 'bao' or 'threshold'"),
     ("train_seg.threshold", 1.0, "train_seg.threshold: Input should be less than 1"),
+    ("train_seg.encoder_init", "coco", "train_seg.encoder_init: Input should be 'imagenet' or 'cam_network'"),
 ])
 def test_bad_param_is_named_by_its_dotted_key(tmp_path, dotted, value, expected):
     message = _params_error(tmp_path, _set(dotted, value))

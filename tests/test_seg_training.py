@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from bao.config import ParamsError, load_params
+from bao.config import ModelConfig, ParamsError, load_params
 from bao.infer.predict import labels_argmax, segment_logits
-from bao.models import create_deeplab
-from bao.train.seg import seg_param_groups
+from bao.models import create_cam_net, create_deeplab
+from bao.io import CheckpointError
+from bao.train.common import save_model
+from bao.train.seg import encoder_from_cam_network, seg_param_groups
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 SEG = load_params(PARAMS_FILE).train_seg
@@ -40,6 +42,32 @@ def test_bad_seg_params_name_their_key(tmp_path, key, value):
     assert f"{key}: {value}" in text
     (tmp_path / "params.yaml").write_text(text)
     with pytest.raises(ParamsError, match=f"train_seg.{key}"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_encoder_from_the_cam_network_takes_its_backbone_weights(tmp_path):
+    model_cfg = ModelConfig(backbone="test_resnet", pretrained=False, output_stride=16)
+    torch.manual_seed(0)
+    cam_net = create_cam_net(model_cfg, 3)
+    save_model(tmp_path / "cam.pt", cam_net, {"classes": ["a", "b", "c"]})
+    deeplab = create_deeplab("test_resnet", 4, False, 8)  # another output stride: the same weights, other dilations
+    assert not all(torch.equal(a, b) for a, b in zip(deeplab.backbone.state_dict().values(), cam_net.backbone.state_dict().values()))
+    head_before = {k: v.clone() for k, v in deeplab.head.state_dict().items()}
+    encoder_from_cam_network(deeplab, tmp_path / "cam.pt", model_cfg, ["a", "b", "c"])
+    cam_state = cam_net.backbone.state_dict()
+    assert all(torch.equal(value, cam_state[key]) for key, value in deeplab.backbone.state_dict().items())
+    assert all(torch.equal(value, head_before[key]) for key, value in deeplab.head.state_dict().items())  # the new head stays new
+    with pytest.raises(CheckpointError, match="cam.pt: trained for 3 classes"):
+        encoder_from_cam_network(deeplab, tmp_path / "cam.pt", model_cfg, ["a", "b", "x"])
+
+
+def test_encoder_from_the_cam_network_needs_the_same_backbone(tmp_path):
+    text = PARAMS_FILE.read_text().replace("\n  encoder_init: imagenet", "\n  encoder_init: cam_network")
+    assert "encoder_init: cam_network" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").train_seg.encoder_init == "cam_network"  # both tf_efficientnet_lite0
+    (tmp_path / "params.yaml").write_text(text.replace("  backbone: tf_efficientnet_lite0  # demo; the usual", "  backbone: resnet18  # demo; the usual"))
+    with pytest.raises(ParamsError, match=r"train_seg.encoder_init: cam_network .* train_seg.backbone \(resnet18\) must be model.backbone"):
         load_params(tmp_path / "params.yaml")
 
 

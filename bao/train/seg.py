@@ -6,15 +6,16 @@ from pathlib import Path
 
 import torch
 
-from bao.config import RuntimeConfig, SegConfig
+from bao.config import ModelConfig, RuntimeConfig, SegConfig
 from bao.data.datasets import ImageLabelDataset
 from bao.data.manifest import Manifest
 from bao.data.transforms import train_transform
 from bao.losses import segmentation_loss
-from bao.models import create_deeplab
+from bao.models import create_cam_net, create_deeplab
+from bao.models.backbones import load_state_strict
 from bao.models.deeplab import DeepLabV3
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, training_parts
+from bao.train.common import LiveHook, load_model_state, training_parts
 from bao.train.engine import train_loop
 
 
@@ -31,6 +32,14 @@ def seg_param_groups(model: DeepLabV3, cfg: SegConfig) -> list[dict] | None:
     return [{"params": list(model.head.parameters()), "lr": cfg.lr}, {"params": list(model.backbone.parameters()), "lr": cfg.backbone_lr}]
 
 
+def encoder_from_cam_network(model: DeepLabV3, cam_checkpoint: str | Path, model_cfg: ModelConfig, classes) -> None:
+    """``train_seg.encoder_init: cam_network``: DeepLab's encoder takes the trained CAM network's backbone
+    weights (the same timm backbone; the output stride changes dilations, not weights)."""
+    cam_net = create_cam_net(model_cfg.without_initial_weights(), len(classes))
+    load_model_state(cam_checkpoint, cam_net, classes)
+    load_state_strict(model.backbone, cam_net.backbone.state_dict(), cam_checkpoint)
+
+
 def train_segmentation_net(
     manifest: Manifest,
     pseudo_label_dir: str | Path,
@@ -41,10 +50,18 @@ def train_segmentation_net(
     live,
     resume_dir: str | Path | None = None,
     runtime: RuntimeConfig | None = None,
+    cam_checkpoint: str | Path | None = None,
+    model_cfg: ModelConfig | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints)."""
+    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints). ``cam_checkpoint``
+    and ``model_cfg``: the trained CAM network, for ``train_seg.encoder_init: cam_network``."""
     runtime = runtime or RuntimeConfig()
-    model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained, cfg.output_stride)
+    from_cam = cfg.encoder_init == "cam_network"
+    if from_cam and (cam_checkpoint is None or model_cfg is None):
+        raise ValueError("train_seg.encoder_init: cam_network needs the trained CAM network (--cam-model) and the model params")
+    model = create_deeplab(cfg.backbone, manifest.num_classes + 1, cfg.pretrained and not from_cam, cfg.output_stride)
+    if from_cam:
+        encoder_from_cam_network(model, cam_checkpoint, model_cfg, manifest.classes)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
     loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime, param_groups=seg_param_groups(model, cfg))
@@ -52,7 +69,8 @@ def train_segmentation_net(
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}
 
-    checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, run_fingerprint([cfg], seed, manifest, [pseudo_label_dir]))
+    inputs = [pseudo_label_dir, *([cam_checkpoint] if from_cam else [])]
+    checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, run_fingerprint([cfg, *([model_cfg] if from_cam else [])], seed, manifest, inputs))
     hooks = [LiveHook(live, optimizer)]
     state = train_loop(
         step, model, loader, optimizer, scheduler=scheduler, epochs=cfg.epochs, device=device, hooks=hooks, description="train_seg",
