@@ -231,3 +231,17 @@ def test_gpu_check_cpu_tiny_runs_every_part(tmp_path):
     for name, row in figures["summary"].items():
         assert positive(row["images_per_s"]) and positive(row["mfu_vs_measured_matmul"]), name
         assert row["mfu_vs_datasheet_bf16"] is None and 0 <= row["data_wait_fraction"] < 1, name
+
+
+def test_inference_benchmark_compares_folded_channels_last_with_plain(tmp_path):
+    """Folding must leave the CAMs as they were; every variant's speed and ratio is reported."""
+    out = tmp_path / "inference.json"
+    run([sys.executable, "-m", "benchmarks.inference", "--backbone", "test_resnet", "--sizes", "32", "--batch", "2", "--repeats", "1",
+         "--threads", "1", "--out", str(out)], tmp_path)
+    figures = json.loads(out.read_text())
+    assert figures["32px_folded_is_a_copy"] is True
+    for variant in ("plain", "channels_last", "folded", "folded_channels_last"):
+        assert positive(figures[f"32px_{variant}_images_per_s"])
+        assert figures[f"32px_{variant}_max_relative_difference"] < 1e-3
+    for variant in ("channels_last", "folded", "folded_channels_last"):
+        assert_ratio(figures, f"32px_{variant}_over_plain", f"32px_{variant}_images_per_s", "32px_plain_images_per_s", half_unit=0.005)
