@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
 from bao.config import ModelConfig
 from bao.models import create_cam_net
 from bao.models.fold import folded_for_inference
-from benchmarks.system import machine_description, report
+from benchmarks.system import add_run_arguments, machine_description, parse_run_arguments, report
 
 VARIANTS = ("plain", "channels_last", "folded", "folded_channels_last")
 NUM_CLASSES = 20
@@ -86,15 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 144, 192])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path)
-    return parser
+    return add_run_arguments(parser)
 
 
 def main() -> None:
-    args = build_parser().parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_arguments(build_parser())
     report(measure(args) | {"machine": machine_description()}, args.out)
 
 

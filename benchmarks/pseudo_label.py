@@ -28,7 +28,6 @@ import argparse
 import ctypes
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from bao.infer.pipeline import bao_pseudo_labels
 from bao.models import create_bao_net
 from bao.runtime import resolve_device
 from benchmarks.masks import blob_mask
-from benchmarks.system import machine_description, report
+from benchmarks.system import add_run_arguments, machine_description, parse_run_arguments, report
 
 SIZES = ((96, 128), (128, 96), (90, 128))  # (H, W): landscape, portrait, wide, as in VOC
 NUM_CLASSES = 5
@@ -220,15 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path)
-    return parser
+    return add_run_arguments(parser)
 
 
 def main() -> None:
-    args = build_parser().parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_arguments(build_parser())
     if args.memory_child:
         memory_child(args)
         return

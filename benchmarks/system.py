@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -57,3 +58,20 @@ def report(figures: dict, out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options every torch benchmark takes: its CPU threads and where its JSON goes too."""
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path)
+    return parser
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and give torch the ``--threads`` asked for before anything is timed."""
+    import torch  # here: the evaluator benchmark runs without torch
+
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

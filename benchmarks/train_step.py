@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from pathlib import Path
 
 import torch
 
@@ -34,7 +33,7 @@ from bao.runtime import resolve_device
 from bao.train.common import prepare_model
 from bao.train.engine import create_optimizer, train_loop
 from benchmarks.flops import device_peaks, training_step_flops, utilisation
-from benchmarks.system import machine_description, report
+from benchmarks.system import add_run_arguments, machine_description, parse_run_arguments, report
 
 VARIANTS = {"fp32": (False, False), "amp": (True, False), "channels_last": (False, True), "amp_channels_last": (True, True)}
 COMPILED = {"compile": "fp32", "amp_compile": "amp"}  # torch.compile variant -> the eager variant of the same precision
@@ -120,15 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path)
-    return parser
+    return add_run_arguments(parser)
 
 
 def main() -> None:
-    args = build_parser().parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_run_arguments(build_parser())
     figures = run(args) | {"machine": machine_description()}
     report(figures, args.out)
 
