@@ -110,7 +110,9 @@ def test_pseudo_label_benchmark_times_batches_and_memory(tmp_path):
     assert figures["memory_n"] == 4 and positive(figures["rss_before_mib_at_n"])
     assert positive(figures["rss_growth_mib_at_n"]) and positive(figures["rss_growth_mib_at_4n"])
     assert figures["rss_retained_per_extra_image_mib"] < 0.1
-    assert figures["rss_growth_per_extra_image_mib"] < 1.0  # the peak is noisier
+    # the peak is noisier: at N = 4 it differed by up to 40 MiB between equal processes under load
+    # (growth 62-102 MiB over three runs), i.e. up to 3.3 MiB per each of the 3N extra images
+    assert figures["rss_growth_per_extra_image_mib"] < 40 / (3 * 4)
 
 
 PLANTED_LEAK = """
