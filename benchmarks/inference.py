@@ -15,6 +15,7 @@ largest magnitude): folding must not change the result.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -28,7 +29,8 @@ VARIANTS = ("plain", "channels_last", "folded", "folded_channels_last")
 NUM_CLASSES = 20
 
 
-def build_variants(backbone: str, size: int, batch: int) -> tuple[dict[str, torch.nn.Module], torch.Tensor]:
+def build_variants(backbone: str, size: int, batch: int) -> tuple[dict[str, torch.nn.Module], dict[str, torch.Tensor]]:
+    """(the four variants, each variant's input batch: the same images, NHWC for the channels_last ones)."""
     torch.manual_seed(0)
     model = create_cam_net(ModelConfig(backbone=backbone, pretrained=False, output_stride=16), NUM_CLASSES)
     model.train()
@@ -37,16 +39,14 @@ def build_variants(backbone: str, size: int, batch: int) -> tuple[dict[str, torc
             model(torch.randn(batch, 3, size, size), refine=True)
     model.eval()
     images = torch.randn(batch, 3, size, size)
-
-    def run(net: torch.nn.Module, channels_last: bool = False):
-        return net(images.contiguous(memory_format=torch.channels_last) if channels_last else images, refine=True)
-
-    nhwc = create_cam_net(ModelConfig(backbone=backbone, pretrained=False, output_stride=16), NUM_CLASSES)
-    nhwc.load_state_dict(model.state_dict())
-    variants = {"plain": model, "channels_last": nhwc.eval().to(memory_format=torch.channels_last)}
-    variants["folded"] = folded_for_inference(model, run, channels_last=False)
-    variants["folded_channels_last"] = folded_for_inference(model, lambda net: run(net, True), channels_last=True)
-    return variants, images
+    nhwc_images = images.contiguous(memory_format=torch.channels_last)
+    variants = {
+        "plain": model,
+        "channels_last": copy.deepcopy(model).to(memory_format=torch.channels_last),
+        "folded": folded_for_inference(model, lambda net: net(images, refine=True), channels_last=False),
+        "folded_channels_last": folded_for_inference(model, lambda net: net(nhwc_images, refine=True), channels_last=True),
+    }
+    return variants, {name: nhwc_images if name.endswith("channels_last") else images for name in VARIANTS}
 
 
 def seconds_per_pass(net: torch.nn.Module, images: torch.Tensor) -> float:
@@ -59,9 +59,8 @@ def seconds_per_pass(net: torch.nn.Module, images: torch.Tensor) -> float:
 def measure(args) -> dict:
     figures: dict = {"backbone": args.backbone, "batch": args.batch}
     for size in args.sizes:
-        variants, images = build_variants(args.backbone, size, args.batch)
-        inputs = {name: images.contiguous(memory_format=torch.channels_last) if name.endswith("channels_last") else images for name in VARIANTS}
-        reference = variants["plain"](images, refine=True)["cams"]
+        variants, inputs = build_variants(args.backbone, size, args.batch)
+        reference = variants["plain"](inputs["plain"], refine=True)["cams"]
         scale = max(reference.abs().max().item(), 1e-6)
         best = dict.fromkeys(VARIANTS, float("inf"))
         for name in VARIANTS:  # warm-up
