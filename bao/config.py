@@ -143,7 +143,9 @@ class LoaderConfig(Section):
 
 
 class CamTrainConfig(LoaderConfig):
-    pass
+    # lr of the pretrained backbone; null = train_cam.lr for every parameter. The usual WSSS classifier
+    # recipe (IRN, PSA) trains the new classifier 10x faster than the backbone it fine-tunes
+    backbone_lr: float | None = Field(default=None, gt=0)
 
 
 class BaoConfig(LoaderConfig):

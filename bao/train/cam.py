@@ -16,7 +16,7 @@ from bao.losses import classification_loss
 from bao.metrics import mean_average_precision
 from bao.models import CamNet, create_cam_net
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, make_loader, training_parts
+from bao.train.common import LiveHook, backbone_lr_groups, make_loader, training_parts
 from bao.train.engine import train_loop
 
 
@@ -36,7 +36,8 @@ def train_cam_net(
     model = create_cam_net(model_cfg, manifest.num_classes)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
     dataset = ImageLabelDataset(manifest, "train", transform)
-    loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime)
+    param_groups = backbone_lr_groups(model, lr=cfg.lr, backbone_lr=cfg.backbone_lr, key="train_cam.backbone_lr")
+    loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime, param_groups=param_groups)
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_cls": classification_loss(net(batch["image"])["logits"], batch["labels"])}

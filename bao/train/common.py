@@ -106,6 +106,19 @@ def training_parts(
     return loader, net, optimizer, scheduler
 
 
+def backbone_lr_groups(model: nn.Module, *, lr: float, backbone_lr: float | None, key: str) -> list[dict] | None:
+    """AdamW's groups when a pretrained ``model.backbone`` learns at its own ``backbone_lr`` and the
+    rest (the new layers) at ``lr``; None when ``backbone_lr`` is None (one lr for every parameter).
+    ``key`` names the param in the error for a model whose every parameter is in its backbone."""
+    if backbone_lr is None:
+        return None
+    backbone = set(map(id, model.backbone.parameters()))
+    head = [param for param in model.parameters() if id(param) not in backbone]
+    if not head:
+        raise ValueError(f"{key}: {type(model).__name__} has no layers outside its backbone to train at another lr; set it to null")
+    return [{"params": head, "lr": lr}, {"params": list(model.backbone.parameters()), "lr": backbone_lr}]
+
+
 class LiveHook(Hook):
     """Per-epoch mean losses to DVCLive (``dvc plots show`` draws them) and the learning rate."""
 

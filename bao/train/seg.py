@@ -15,7 +15,7 @@ from bao.models import create_cam_net, create_deeplab
 from bao.models.backbones import load_state_strict
 from bao.models.deeplab import DeepLabV3
 from bao.train.checkpoint import resume_hook, run_fingerprint
-from bao.train.common import LiveHook, load_model_state, training_parts
+from bao.train.common import LiveHook, backbone_lr_groups, load_model_state, training_parts
 from bao.train.engine import train_loop
 
 
@@ -27,9 +27,7 @@ def training_labels_dir(cfg: SegConfig, *, bao: str | Path, threshold: str | Pat
 def seg_param_groups(model: DeepLabV3, cfg: SegConfig) -> list[dict] | None:
     """AdamW's groups: the new head at ``train_seg.lr``, the pretrained encoder at ``train_seg.backbone_lr``
     (None when that is null: one lr for every parameter)."""
-    if cfg.backbone_lr is None:
-        return None
-    return [{"params": list(model.head.parameters()), "lr": cfg.lr}, {"params": list(model.backbone.parameters()), "lr": cfg.backbone_lr}]
+    return backbone_lr_groups(model, lr=cfg.lr, backbone_lr=cfg.backbone_lr, key="train_seg.backbone_lr")
 
 
 def encoder_from_cam_network(model: DeepLabV3, cam_checkpoint: str | Path, model_cfg: ModelConfig, classes) -> None:
