@@ -228,8 +228,9 @@ class SegConfig(LoaderConfig):
     pretrained: bool
     output_stride: Literal[8, 16, 32]
     # which pseudo-labels DeepLab learns from: BAO's (threshold-free) or the CAM baseline's at
-    # background threshold ``threshold`` (written by threshold_baseline), the comparison papers report
-    labels: Literal["bao", "threshold"] = "bao"
+    # background threshold ``threshold`` (written by threshold_baseline), the comparison papers report;
+    # masks: the training images' true masks, full supervision, the ceiling papers quote beside their result
+    labels: Literal["bao", "threshold", "masks"] = "bao"
     threshold: float = Field(default=0.5, ge=0, lt=1)
     # lr of the ImageNet-pretrained encoder; null = train_seg.lr for every parameter. The usual DeepLab
     # recipe trains the new ASPP head 10x faster than the encoder it fine-tunes

@@ -458,7 +458,7 @@ def _set(dotted: str, value):
     ("data.synthetic.distractors", [4, 2], "data.synthetic.distractors: Value error, must be [min, max] with min <= max"),
     ("data.synthetic.texture_regions", [-1, 2], "data.synthetic.texture_regions.0: Input should be greater than or equal to 0"),
     ("data.synthetic.class_part", [0.0, 1.0], "data.synthetic.class_part.0: Input should be greater than 0"),
-    ("train_seg.labels", "cam", "train_seg.labels: Input should be 'bao' or 'threshold'"),
+    ("train_seg.labels", "cam", "train_seg.labels: Input should be 'bao', 'threshold' or 'masks'"),
     ("train_seg.threshold", 1.0, "train_seg.threshold: Input should be less than 1"),
     ("train_seg.encoder_init", "coco", "train_seg.encoder_init: Input should be 'imagenet' or 'cam_network'"),
 ])
@@ -494,6 +494,7 @@ def test_train_seg_labels_default_to_bao_and_pick_their_directory():
     assert training_labels_dir(params.train_seg, bao="b", threshold="t") == "b"
     threshold = params.train_seg.model_copy(update={"labels": "threshold"})
     assert training_labels_dir(threshold, bao="b", threshold="t") == "t"
+    assert training_labels_dir(params.train_seg.model_copy(update={"labels": "masks"}), bao="b", threshold="t") is None
 
 
 def test_default_params_are_valid():

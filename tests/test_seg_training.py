@@ -1,12 +1,16 @@
-"""DeepLab's encoder lr (train_seg.backbone_lr) and the scale val images are segmented at (train_seg.eval_resize)."""
+"""DeepLab's encoder lr (train_seg.backbone_lr), the scale val images are segmented at (train_seg.eval_resize)
+and the true masks as its labels (train_seg.labels: masks, the fully supervised ceiling)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from bao.config import ModelConfig, ParamsError, load_params
@@ -14,7 +18,10 @@ from bao.infer.predict import labels_argmax, segment_logits
 from bao.models import create_cam_net, create_deeplab
 from bao.io import CheckpointError
 from bao.train.common import save_model
-from bao.train.seg import encoder_from_cam_network, seg_param_groups
+from bao.infer.segment import score_predictions
+from bao.train.seg import encoder_from_cam_network, seg_param_groups, train_segmentation_net, training_labels_dir
+
+from pipeline_utils import RecordingLive, tiny_synthetic_manifest
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 SEG = load_params(PARAMS_FILE).train_seg
@@ -99,3 +106,28 @@ def test_given_labels_keep_background_and_the_image_classes_only():
     assert (labels_argmax(logits) == 3).all()
     given = labels_argmax(logits, torch.tensor([1.0, 0.0, 0.0]))
     assert (given[:, 0] == 1).all() and (given[:, 1:] == 0).all()
+
+
+def test_masks_as_labels_train_on_the_manifest_masks_and_score_them_as_perfect(tmp_path):
+    manifest = tiny_synthetic_manifest(tmp_path)
+    cfg = SEG.model_copy(update=dict(labels="masks", backbone="test_resnet", pretrained=False, epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72)))
+    assert training_labels_dir(cfg, bao="b", threshold="t") is None
+    model, metrics = train_segmentation_net(manifest, None, cfg, device=torch.device("cpu"), seed=0, live=RecordingLive())
+    assert torch.isfinite(torch.tensor(metrics["final_loss"]))
+    perfect = score_predictions(manifest, "train", None)
+    assert perfect["miou"] == 1.0 and set(perfect["per_class_iou"]) == {"background", *manifest.classes}
+    other = tmp_path / "other"
+    other.mkdir()
+    for row in manifest.split("train").itertuples():  # all background: the same scoring, not a constant
+        Image.fromarray(np.zeros_like(np.array(Image.open(manifest.resolve(row.mask_path))))).save(other / f"{row.image_id}.png")
+    assert score_predictions(manifest, "train", other)["miou"] < 0.5
+
+
+def test_masks_as_labels_without_every_training_mask_name_the_key(tmp_path):
+    manifest = tiny_synthetic_manifest(tmp_path)
+    table = manifest.table.copy()
+    table.loc[table.index[table["split"] == "train"][0], "mask_path"] = ""
+    manifest = dataclasses.replace(manifest, table=table)
+    cfg = SEG.model_copy(update=dict(labels="masks", backbone="test_resnet", pretrained=False, epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72)))
+    with pytest.raises(ValueError, match=r"train_seg.labels: masks needs the true mask of every training image, but 1 of 8 have none"):
+        train_segmentation_net(manifest, None, cfg, device=torch.device("cpu"), seed=0, live=RecordingLive())

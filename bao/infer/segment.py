@@ -52,9 +52,10 @@ def predict_split(
         pool.drain()
 
 
-def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: int | None = None) -> dict | None:
+def score_predictions(manifest: Manifest, split: str, pred_dir: Path | None, workers: int | None = None) -> dict | None:
     """mIoU of ``pred_dir/<id>.png`` against the split's ground-truth masks, keyed by class name;
-    None when the split has no mask, or only masks whose every pixel is ignored (255).
+    None when the split has no mask, or only masks whose every pixel is ignored (255). ``pred_dir``
+    None scores the masks themselves (the labels of ``train_seg.labels: masks``).
 
     Under ``torchrun`` every process scores its share of the images and the counts are summed, so
     no process waits at a collective while one scores them all; call it on every process."""
@@ -62,7 +63,10 @@ def score_predictions(manifest: Manifest, split: str, pred_dir: Path, workers: i
     rows = rows[rows["mask_path"] != ""]
     if rows.empty:
         return None
-    pairs = [(manifest.resolve(row.mask_path), Path(pred_dir) / f"{row.image_id}.png") for row in rows.itertuples()]
+    pairs = [
+        (manifest.resolve(row.mask_path), manifest.resolve(row.mask_path) if pred_dir is None else Path(pred_dir) / f"{row.image_id}.png")
+        for row in rows.itertuples()
+    ]
     matrix = evaluate_pairs(shard(pairs), manifest.num_classes + 1, workers)
     matrix.all_reduce()
     if not matrix.counted:

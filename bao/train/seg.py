@@ -19,9 +19,21 @@ from bao.train.common import LiveHook, backbone_lr_groups, load_model_state, tra
 from bao.train.engine import train_loop
 
 
-def training_labels_dir(cfg: SegConfig, *, bao: str | Path, threshold: str | Path) -> str | Path:
-    """The pseudo-label directory ``train_seg.labels`` names: BAO's, or the CAM labels at ``train_seg.threshold``."""
-    return {"bao": bao, "threshold": threshold}[cfg.labels]
+def training_labels_dir(cfg: SegConfig, *, bao: str | Path, threshold: str | Path) -> str | Path | None:
+    """The pseudo-label directory ``train_seg.labels`` names: BAO's, or the CAM labels at ``train_seg.threshold``;
+    None for ``masks`` (the dataset's own masks of the training images)."""
+    return {"bao": bao, "threshold": threshold, "masks": None}[cfg.labels]
+
+
+def check_training_masks(manifest: Manifest) -> None:
+    """``train_seg.labels: masks`` needs a true mask for every training image: say so before training."""
+    rows = manifest.split("train")
+    missing = rows.loc[rows["mask_path"] == "", "image_id"].tolist()
+    if missing:
+        raise ValueError(
+            f"train_seg.labels: masks needs the true mask of every training image, but {len(missing)} of {len(rows)} "
+            f"have none (e.g. {missing[:3]}); use bao or threshold"
+        )
 
 
 def seg_param_groups(model: DeepLabV3, cfg: SegConfig) -> list[dict] | None:
@@ -40,7 +52,7 @@ def encoder_from_cam_network(model: DeepLabV3, cam_checkpoint: str | Path, model
 
 def train_segmentation_net(
     manifest: Manifest,
-    pseudo_label_dir: str | Path,
+    pseudo_label_dir: str | Path | None,
     cfg: SegConfig,
     *,
     device: torch.device,
@@ -51,7 +63,8 @@ def train_segmentation_net(
     cam_checkpoint: str | Path | None = None,
     model_cfg: ModelConfig | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """``resume_dir``: where the resume checkpoint lives (None: no checkpoints). ``cam_checkpoint``
+    """``pseudo_label_dir``: the labels to learn from; None: the manifest's true masks (``train_seg.labels:
+    masks``). ``resume_dir``: where the resume checkpoint lives (None: no checkpoints). ``cam_checkpoint``
     and ``model_cfg``: the trained CAM network, for ``train_seg.encoder_init: cam_network``."""
     runtime = runtime or RuntimeConfig()
     from_cam = cfg.encoder_init == "cam_network"
@@ -61,13 +74,17 @@ def train_segmentation_net(
     if from_cam:
         encoder_from_cam_network(model, cam_checkpoint, model_cfg, manifest.classes)
     transform = train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter, normalization=model.normalization)
-    dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
+    if pseudo_label_dir is None:
+        check_training_masks(manifest)
+        dataset = ImageLabelDataset(manifest, "train", transform, mask_source="manifest")
+    else:
+        dataset = ImageLabelDataset(manifest, "train", transform, mask_source="dir", mask_dir=pseudo_label_dir)
     loader, net, optimizer, scheduler = training_parts(model, dataset, cfg, seed=seed, device=device, runtime=runtime, param_groups=seg_param_groups(model, cfg))
 
     def step(batch: dict, state) -> dict[str, torch.Tensor]:
         return {"loss_seg": segmentation_loss(net(batch["image"]), batch["mask"])}
 
-    inputs = [pseudo_label_dir, *([cam_checkpoint] if from_cam else [])]
+    inputs = [*([pseudo_label_dir] if pseudo_label_dir is not None else []), *([cam_checkpoint] if from_cam else [])]
     checkpoint = resume_hook(resume_dir, runtime.checkpoint_every, run_fingerprint([cfg, *([model_cfg] if from_cam else [])], seed, manifest, inputs))
     hooks = [LiveHook(live, optimizer)]
     state = train_loop(
