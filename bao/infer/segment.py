@@ -63,10 +63,8 @@ def score_predictions(manifest: Manifest, split: str, pred_dir: Path | None, wor
     rows = rows[rows["mask_path"] != ""]
     if rows.empty:
         return None
-    pairs = [
-        (manifest.resolve(row.mask_path), manifest.resolve(row.mask_path) if pred_dir is None else Path(pred_dir) / f"{row.image_id}.png")
-        for row in rows.itertuples()
-    ]
+    masks = [(row.image_id, manifest.resolve(row.mask_path)) for row in rows.itertuples()]
+    pairs = [(mask, mask if pred_dir is None else Path(pred_dir) / f"{image_id}.png") for image_id, mask in masks]
     matrix = evaluate_pairs(shard(pairs), manifest.num_classes + 1, workers)
     matrix.all_reduce()
     if not matrix.counted:

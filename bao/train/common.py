@@ -112,11 +112,12 @@ def backbone_lr_groups(model: nn.Module, *, lr: float, backbone_lr: float | None
     ``key`` names the param in the error for a model whose every parameter is in its backbone."""
     if backbone_lr is None:
         return None
-    backbone = set(map(id, model.backbone.parameters()))
-    head = [param for param in model.parameters() if id(param) not in backbone]
+    backbone = list(model.backbone.parameters())
+    in_backbone = set(map(id, backbone))
+    head = [param for param in model.parameters() if id(param) not in in_backbone]
     if not head:
         raise ValueError(f"{key}: {type(model).__name__} has no layers outside its backbone to train at another lr; set it to null")
-    return [{"params": head, "lr": lr}, {"params": list(model.backbone.parameters()), "lr": backbone_lr}]
+    return [{"params": head, "lr": lr}, {"params": backbone, "lr": backbone_lr}]
 
 
 class LiveHook(Hook):
