@@ -55,7 +55,7 @@ class SyntheticConfig(Section):
     num_objects: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (1, 4)
     distractors: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 12)
     texture_regions: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (0, 3)
-    class_part: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (1.0, 1.0)
+    class_part: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.1, 0.7)
 
     @field_validator("object_scale", "num_objects", "distractors", "texture_regions", "class_part")
     @classmethod

@@ -124,7 +124,9 @@ class ConfusionMatrix:
             return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
     def compute(self, class_names: list[str] | tuple[str, ...] | None = None) -> dict:
-        """mIoU over classes with a non-empty union, pixel accuracy, and IoU keyed by class name."""
+        """mIoU over classes with a non-empty union, pixel accuracy, IoU keyed by class name, and
+        the class-agnostic foreground's recall and precision (class 0 is background): how much of
+        the objects the labels cover, and how much of what they mark is object (None when empty)."""
         iou = self.iou()
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
@@ -134,6 +136,15 @@ class ConfusionMatrix:
             "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
             "pixel_accuracy": float(np.trace(self.matrix) / total) if total else float("nan"),
             "per_class_iou": {name: (None if np.isnan(value) else float(value)) for name, value in zip(names, iou)},
+            **self.foreground_cover(),
+        }
+
+    def foreground_cover(self) -> dict:
+        both = int(self.matrix[1:, 1:].sum())  # object pixels labelled as some object
+        truth, marked = int(self.matrix[1:, :].sum()), int(self.matrix[:, 1:].sum())
+        return {
+            "foreground_recall": both / truth if truth else None,
+            "foreground_precision": both / marked if marked else None,
         }
 
 

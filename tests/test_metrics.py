@@ -21,6 +21,23 @@ def test_confusion_miou_hand_computed_with_ignore():
     assert result["pixel_accuracy"] == pytest.approx(3 / 5)
 
 
+def test_foreground_cover_is_class_agnostic_and_none_when_empty():
+    gt = np.array([0, 0, 0, 1, 1, 2, 2, 255], dtype=np.uint8)
+    pred = np.array([0, 1, 2, 1, 0, 1, 0, 1], dtype=np.uint8)  # the gt-2 pixel labelled 1 still covers an object
+    matrix = ConfusionMatrix(3)
+    matrix.update(gt, pred)
+    result = matrix.compute()
+    assert result["foreground_recall"] == pytest.approx(2 / 4)  # 4 object pixels, 2 labelled as objects
+    assert result["foreground_precision"] == pytest.approx(2 / 4)  # 4 marked, 2 of them objects
+    matrix.update(np.array([1, 1]), np.array([1, 1]))
+    assert matrix.compute()["foreground_recall"] == pytest.approx(4 / 6)
+    assert matrix.compute()["foreground_precision"] == pytest.approx(4 / 6)
+    background_only = ConfusionMatrix(3)
+    background_only.update(np.zeros(4, np.uint8), np.zeros(4, np.uint8))
+    assert background_only.compute()["foreground_recall"] is None
+    assert background_only.compute()["foreground_precision"] is None
+
+
 def test_class_absent_everywhere_is_excluded_from_mean():
     matrix = ConfusionMatrix(3)
     matrix.update(np.array([0, 1]), np.array([0, 1]))

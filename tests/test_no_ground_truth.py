@@ -13,7 +13,7 @@ from bao.config import CrfConfig, ModelConfig, PseudoLabelConfig
 from bao.data.manifest import read_manifest
 from bao.data.prepare import prepare_dataset
 from bao.infer.pipeline import bao_pseudo_labels, threshold_sweep
-from bao.infer.report import comparison_metrics, sweep_plot_rows
+from bao.infer.report import comparison_metrics, no_ground_truth_metrics, sweep_plot_rows
 from bao.infer.segment import evaluation_metrics, score_predictions
 from bao.models import create_bao_net, create_cam_net
 from dataset_fixtures import data_config, write_folder
@@ -74,7 +74,13 @@ def test_evaluate_metrics_flag_each_split_without_masks():
 
 def test_with_masks_the_comparison_says_ground_truth_was_available():
     best = {"miou": 0.4, "pixel_accuracy": 0.8, "per_class_iou": {"background": 0.4}}
-    sweep = {"ground_truth_available": True, "curve": [{"threshold": 0.5, "miou": 0.4}], "best_threshold": 0.5, "best": best}
-    metrics = comparison_metrics({"miou": 0.6, "pixel_accuracy": 0.9, "per_class_iou": {}}, sweep)
+    curve = [{"threshold": 0.45, "miou": 0.3, "foreground_recall": 0.9, "foreground_precision": 0.2},
+             {"threshold": 0.5, "miou": 0.4, "foreground_recall": 0.7, "foreground_precision": 0.3}]
+    sweep = {"ground_truth_available": True, "curve": curve, "best_threshold": 0.5, "best": best}
+    bao = {"miou": 0.6, "pixel_accuracy": 0.9, "per_class_iou": {}, "foreground_recall": 0.6, "foreground_precision": 0.5}
+    metrics = comparison_metrics(bao, sweep)
     assert metrics["ground_truth_available"] is True and math.isclose(metrics["bao_minus_best_baseline"], 0.2)
     assert math.isclose(metrics["bao_minus_mid_baseline"], 0.2)
+    assert (metrics["foreground_recall_mid_t"], metrics["foreground_precision_mid_t"]) == (0.7, 0.3)
+    assert (metrics["foreground_recall_bao"], metrics["foreground_precision_bao"]) == (0.6, 0.5)
+    assert no_ground_truth_metrics()["foreground_recall_bao"] is None

@@ -131,3 +131,30 @@ def test_masks_as_labels_without_every_training_mask_name_the_key(tmp_path):
     cfg = SEG.model_copy(update=dict(labels="masks", backbone="test_resnet", pretrained=False, epochs=1, batch_size=4, crop_size=64, resize_long=(56, 72)))
     with pytest.raises(ValueError, match=r"train_seg.labels: masks needs the true mask of every training image, but 1 of 8 have none"):
         train_segmentation_net(manifest, None, cfg, device=torch.device("cpu"), seed=0, live=RecordingLive())
+
+
+@pytest.mark.parametrize("size", [6, 12, 13, 20])  # within the dilation (centre tap only) and beyond it
+def test_centre_tap_atrous_conv_matches_the_full_convolution(size):
+    from bao.models.deeplab import CentreTapConv2d, _with_centre_tap
+
+    torch.manual_seed(0)
+    full = nn.Conv2d(5, 4, 3, padding=12, dilation=12, bias=True)
+    fast = _with_centre_tap(full)
+    assert isinstance(fast, CentreTapConv2d) and fast is not full
+    x = torch.randn(2, 5, size, size, requires_grad=True)
+    x_full = x.detach().clone().requires_grad_()
+    out, out_full = fast(x), full(x_full)
+    torch.testing.assert_close(out, out_full)
+    out.square().sum().backward()
+    out_full.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_full.grad)
+    torch.testing.assert_close(fast.weight.grad, full.weight.grad)  # the off-centre taps' gradients are 0 in both
+    assert _with_centre_tap(nn.Conv2d(5, 4, 3, padding=1, dilation=2)).__class__ is nn.Conv2d  # padding != dilation: kept
+
+
+def test_deeplab_atrous_branches_use_the_centre_tap_conv():
+    from bao.models.deeplab import CentreTapConv2d
+
+    model = create_deeplab("resnet18", 3, pretrained=False, output_stride=16)
+    kinds = [type(branch[0]) for branch in model.head[0].convs[1:4]]
+    assert kinds == [CentreTapConv2d] * 3

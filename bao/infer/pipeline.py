@@ -147,7 +147,7 @@ def class_names_with_background(manifest: Manifest) -> list[str]:
 
 
 def _no_sweep(cfg: PseudoLabelConfig) -> dict:
-    curve = [{"threshold": round(t, 6), "miou": None} for t in cfg.thresholds]
+    curve = [{"threshold": round(t, 6), "miou": None, "foreground_recall": None, "foreground_precision": None} for t in cfg.thresholds]
     return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None, "per_image_best_t": None}
 
 
@@ -203,7 +203,8 @@ def threshold_sweep(
         raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
     names = class_names_with_background(manifest)
     results = [matrix.compute(names) for matrix in matrices["sweep"]]
-    curve = [{"threshold": round(t, 6), "miou": r["miou"]} for t, r in zip(cfg.thresholds, results)]
+    curve = [{"threshold": round(t, 6), "miou": r["miou"], "foreground_recall": r["foreground_recall"],
+              "foreground_precision": r["foreground_precision"]} for t, r in zip(cfg.thresholds, results)]
     best = int(np.nanargmax([point["miou"] for point in curve]))
     summary = per_image.summary(names)
     if summary is not None:

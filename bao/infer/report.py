@@ -5,17 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 
+def baseline_point(sweep: dict, threshold: float) -> dict:
+    """The sweep's point (mIoU, foreground recall and precision) at the swept t nearest ``threshold``."""
+    return min(sweep["curve"], key=lambda point: abs(point["threshold"] - threshold))
+
+
 def baseline_at(sweep: dict, threshold: float) -> float:
     """Baseline mIoU at the swept t nearest ``threshold``."""
-    curve = sweep["curve"]
-    nearest = min(curve, key=lambda point: abs(point["threshold"] - threshold))
-    return nearest["miou"]
+    return baseline_point(sweep, threshold)["miou"]
 
 
-BAO_KEYS = ("pseudo_miou_bao", "pseudo_pixel_accuracy_bao", "bao_minus_best_baseline", "bao_minus_mid_baseline")
+BAO_KEYS = (
+    "pseudo_miou_bao", "pseudo_pixel_accuracy_bao", "bao_minus_best_baseline", "bao_minus_mid_baseline",
+    "foreground_recall_bao", "foreground_precision_bao",
+)
 BASELINE_KEYS = (
     "baseline_best_t", "baseline_best_miou", "baseline_worst_t", "baseline_worst_miou",
     "baseline_mid_t", "baseline_mid_miou", "baseline_range_0.1_0.9", "baseline_per_class_iou",
+    "foreground_recall_mid_t", "foreground_precision_mid_t",
 )
 PER_IMAGE_KEYS = {  # metrics key -> key of the sweep's per_image_best_t summary
     "per_image_best_t_mean": "mean", "per_image_best_t_std": "std", "per_image_best_t_p10": "p10",
@@ -67,6 +74,9 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
         "baseline_mid_miou": baseline_at(sweep, 0.5),
         "baseline_range_0.1_0.9": max(p["miou"] for p in inner) - worst["miou"],
         "baseline_per_class_iou": sweep["best"]["per_class_iou"],
+        # how much of the objects the t = 0.5 labels cover (real photos' CAMs light only parts of them)
+        "foreground_recall_mid_t": baseline_point(sweep, 0.5).get("foreground_recall"),
+        "foreground_precision_mid_t": baseline_point(sweep, 0.5).get("foreground_precision"),
         **per_image_metrics(sweep),
     }
     if bao is not None:
@@ -75,6 +85,8 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
             "pseudo_pixel_accuracy_bao": bao["pixel_accuracy"],
             "bao_minus_best_baseline": bao["miou"] - sweep["best"]["miou"],
             "bao_minus_mid_baseline": bao["miou"] - metrics["baseline_mid_miou"],
+            "foreground_recall_bao": bao.get("foreground_recall"),
+            "foreground_precision_bao": bao.get("foreground_precision"),
             **metrics,
             "bao_per_class_iou": bao["per_class_iou"],
         }
