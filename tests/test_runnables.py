@@ -247,3 +247,15 @@ def test_inference_benchmark_compares_folded_channels_last_with_plain(tmp_path):
         assert figures[f"32px_{variant}_max_relative_difference"] < 1e-3
     for variant in ("channels_last", "folded", "folded_channels_last"):
         assert_ratio(figures, f"32px_{variant}_over_plain", f"32px_{variant}_images_per_s", "32px_plain_images_per_s", half_unit=0.005)
+
+
+def test_deeplab_head_benchmark_compares_centre_tap_with_full_convolutions(tmp_path):
+    """The centre-tap shortcut must leave the logits and the atrous weights' gradients as they were."""
+    out = tmp_path / "deeplab_head.json"
+    run([sys.executable, "-m", "benchmarks.deeplab_head", "--backbone", "test_resnet", "--size", "32", "--batch", "2", "--repeats", "1",
+         "--threads", "1", "--out", str(out)], tmp_path)
+    figures = json.loads(out.read_text())
+    assert figures["feature_side"] == 2 and figures["atrous_rates"] == [12, 24, 36]
+    assert positive(figures["full_images_per_s"]) and positive(figures["centre_tap_images_per_s"])
+    assert figures["max_relative_difference"] < 1e-4 and figures["max_gradient_difference"] < 1e-5
+    assert_ratio(figures, "centre_tap_over_full", "centre_tap_images_per_s", "full_images_per_s", half_unit=0.005)
