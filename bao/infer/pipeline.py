@@ -146,8 +146,11 @@ def class_names_with_background(manifest: Manifest) -> list[str]:
     return ["background", *manifest.classes]
 
 
+CURVE_SCORES = ("miou", "foreground_recall", "foreground_precision")  # each sweep point's, from ConfusionMatrix.compute
+
+
 def _no_sweep(cfg: PseudoLabelConfig) -> dict:
-    curve = [{"threshold": round(t, 6), "miou": None, "foreground_recall": None, "foreground_precision": None} for t in cfg.thresholds]
+    curve = [{"threshold": round(t, 6), **dict.fromkeys(CURVE_SCORES)} for t in cfg.thresholds]
     return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None, "per_image_best_t": None}
 
 
@@ -203,8 +206,7 @@ def threshold_sweep(
         raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
     names = class_names_with_background(manifest)
     results = [matrix.compute(names) for matrix in matrices["sweep"]]
-    curve = [{"threshold": round(t, 6), "miou": r["miou"], "foreground_recall": r["foreground_recall"],
-              "foreground_precision": r["foreground_precision"]} for t, r in zip(cfg.thresholds, results)]
+    curve = [{"threshold": round(t, 6), **{key: r[key] for key in CURVE_SCORES}} for t, r in zip(cfg.thresholds, results)]
     best = int(np.nanargmax([point["miou"] for point in curve]))
     summary = per_image.summary(names)
     if summary is not None:

@@ -10,11 +10,6 @@ def baseline_point(sweep: dict, threshold: float) -> dict:
     return min(sweep["curve"], key=lambda point: abs(point["threshold"] - threshold))
 
 
-def baseline_at(sweep: dict, threshold: float) -> float:
-    """Baseline mIoU at the swept t nearest ``threshold``."""
-    return baseline_point(sweep, threshold)["miou"]
-
-
 BAO_KEYS = (
     "pseudo_miou_bao", "pseudo_pixel_accuracy_bao", "bao_minus_best_baseline", "bao_minus_mid_baseline",
     "foreground_recall_bao", "foreground_precision_bao",
@@ -63,6 +58,7 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
         return no_ground_truth_metrics()
     inner = [p for p in sweep["curve"] if 0.1 - 1e-9 <= p["threshold"] <= 0.9 + 1e-9] or sweep["curve"]
     worst = min(inner, key=lambda point: point["miou"])
+    mid = baseline_point(sweep, 0.5)
     metrics = {
         "ground_truth_available": True,
         "baseline_best_t": sweep["best_threshold"],
@@ -71,12 +67,12 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
         "baseline_worst_t": worst["threshold"],
         "baseline_worst_miou": worst["miou"],
         "baseline_mid_t": 0.5,
-        "baseline_mid_miou": baseline_at(sweep, 0.5),
+        "baseline_mid_miou": mid["miou"],
         "baseline_range_0.1_0.9": max(p["miou"] for p in inner) - worst["miou"],
         "baseline_per_class_iou": sweep["best"]["per_class_iou"],
         # how much of the objects the t = 0.5 labels cover (real photos' CAMs light only parts of them)
-        "foreground_recall_mid_t": baseline_point(sweep, 0.5).get("foreground_recall"),
-        "foreground_precision_mid_t": baseline_point(sweep, 0.5).get("foreground_precision"),
+        "foreground_recall_mid_t": mid["foreground_recall"],
+        "foreground_precision_mid_t": mid["foreground_precision"],
         **per_image_metrics(sweep),
     }
     if bao is not None:
@@ -85,8 +81,8 @@ def comparison_metrics(bao: dict | None, sweep: dict) -> dict:
             "pseudo_pixel_accuracy_bao": bao["pixel_accuracy"],
             "bao_minus_best_baseline": bao["miou"] - sweep["best"]["miou"],
             "bao_minus_mid_baseline": bao["miou"] - metrics["baseline_mid_miou"],
-            "foreground_recall_bao": bao.get("foreground_recall"),
-            "foreground_precision_bao": bao.get("foreground_precision"),
+            "foreground_recall_bao": bao["foreground_recall"],
+            "foreground_precision_bao": bao["foreground_precision"],
             **metrics,
             "bao_per_class_iou": bao["per_class_iou"],
         }
