@@ -228,7 +228,7 @@ class SegConfig(LoaderConfig):
     pretrained: bool
     output_stride: Literal[8, 16, 32]
     # which pseudo-labels DeepLab learns from: BAO's (threshold-free) or the CAM baseline's at
-    # background threshold ``threshold`` (written by threshold_baseline), the comparison papers report;
+    # background threshold ``threshold`` (written by pseudo_label beside BAO's), the comparison papers report;
     # masks: the training images' true masks, full supervision, the ceiling papers quote beside their result
     labels: Literal["bao", "threshold", "masks"] = "bao"
     threshold: float = Field(default=0.5, ge=0, lt=1)
@@ -266,7 +266,7 @@ class RuntimeConfig(Section):
     pin_memory: bool = True  # page-locked batches (CUDA only)
     prefetch_factor: int = Field(default=2, ge=1)  # batches each DataLoader worker prepares ahead
     loader_workers: int = Field(default=0, ge=0)  # DataLoader worker processes in every stage; 0 = in the stage's process
-    inference_batch_size: int = Field(default=4, ge=1)  # images per forward pass in threshold_baseline / pseudo_label
+    inference_batch_size: int = Field(default=4, ge=1)  # images per forward pass in pseudo_label
     io_threads: int = Field(default=2, ge=1)  # threads decoding images in prepare and scoring masks in evaluate
     crf_workers: int = Field(default=2, ge=0)  # CRF worker processes; 0 = in the stage's process
     checkpoint_every: int = Field(default=200, ge=0)  # optimizer steps between resume checkpoints (and each epoch end); 0 = epoch ends only

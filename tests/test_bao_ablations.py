@@ -13,8 +13,10 @@ from torch.nn import functional as F
 
 import bao.train.bao as bao_training
 from bao.config import RuntimeConfig, load_params
+from bao.data.datasets import ImageLabelDataset
+from bao.data.palette import read_mask
 from bao.infer import pipeline
-from bao.infer.pipeline import bao_pseudo_labels, gallery_rows
+from bao.infer.pipeline import bao_gallery, bao_pseudo_labels, gallery_rows
 from bao.losses import balanced_soft_ce, smooth_targets, soft_ce, teacher_targets
 from bao.models import CamNet, create_bao_net
 from bao.models.backbones import TimmFeatures
@@ -116,11 +118,15 @@ def test_tiny_run_from_cam_training_to_gallery(manifest, tmp_path, monkeypatch, 
 
     crf = PARAMS.crf.model_copy(update={"enabled": True})
     pseudo_cfg = PARAMS.pseudo_label.model_copy(update={"scales": (64,)})
-    results, gallery = bao_pseudo_labels(student, manifest, pseudo_cfg, crf=crf, device=device, out_dir=tmp_path, gallery_size=2)
+    results = bao_pseudo_labels(student, manifest, pseudo_cfg, crf=crf, device=device, out_dir=tmp_path)
     assert len(list(tmp_path.glob("syn_*.png"))) == 8
     for name in ("bao", "bao_crf"):
         assert 0.0 <= results[name]["miou"] <= 1.0
-    assert len(gallery) == 2 and all({"bao", "bao_crf", "background"} <= set(g) for g in gallery.values())
+    gallery = bao_gallery(student, manifest, pseudo_cfg, crf, device=device, indices=[3, 1])
+    assert list(gallery) == [3, 1] and all({"bao", "bao_crf", "background"} <= set(g) for g in gallery.values())
+    for index in gallery:  # the gallery's second pass gives the CRF labels the full pass saved
+        image_id = ImageLabelDataset(manifest, "train").image_id(index)
+        assert np.array_equal(gallery[index]["bao_crf"], read_mask(tmp_path / f"{image_id}.png"))
     seen_options = []
     real_iterate = pipeline.iterate_multiscale
     monkeypatch.setattr(pipeline, "iterate_multiscale", lambda *a, **kw: seen_options.append((kw["amp"], kw["channels_last"])) or real_iterate(*a, **kw))

@@ -183,14 +183,14 @@ def test_tiny_run_with_the_cam_lr_and_the_diagnosis(manifest, tmp_path, cam_lr):
     assert 0.0 <= metrics["final_teacher_agreement"] <= 1.0
     assert same_weights(student.cam_net, cam_net) == (cam_lr == 0.0)  # frozen: weights and BN statistics unchanged
     pseudo_cfg = PARAMS.pseudo_label.model_copy(update={"scales": (64,), "shift_max": 2, "shift_step": 2})
-    results, _ = bao_pseudo_labels(student, manifest, pseudo_cfg, crf=PARAMS.crf, device=device, out_dir=tmp_path, cam_net=cam_net)
+    results = bao_pseudo_labels(student, manifest, pseudo_cfg, crf=PARAMS.crf, device=device, out_dir=tmp_path, cam_net=cam_net)
     diagnosis = results["diagnosis"]
     assert set(diagnosis) >= {"own_cams_best_miou", "student_argmax_miou", "bg_with_cam_net_cams_miou", "best_shift_gain", "fg_share_bao"}
     assert all(value is not None and math.isfinite(value) for value in diagnosis.values())
     if cam_lr == 0.0:  # the same CAMs: the labels with the CAM network's CAMs are BAO's own
         assert math.isclose(diagnosis["bg_with_cam_net_cams_miou"], results["bao"]["miou"])
     off = PARAMS.pseudo_label.model_copy(update={"scales": (64,), "diagnose": False})
-    assert bao_pseudo_labels(student, manifest, off, crf=PARAMS.crf, device=device, out_dir=tmp_path, cam_net=cam_net)[0]["diagnosis"] is None
+    assert bao_pseudo_labels(student, manifest, off, crf=PARAMS.crf, device=device, out_dir=tmp_path, cam_net=cam_net)["diagnosis"] is None
 
 
 def test_softmax_background_averages_the_views_and_never_picks_an_absent_class():

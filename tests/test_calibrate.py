@@ -66,10 +66,29 @@ def test_the_calibration_scale_is_the_middle_one():
     assert calibration_scale([320]) == 320
 
 
-def test_the_pseudo_label_stage_reuses_the_sweeps_calibration_for_the_same_cam_network(tmp_path, monkeypatch):
-    """threshold_sweep measures the CAM network's alignment; a BAO network around the same frozen
-    CAM network is given it (``reuse_alignment``) and draws its maps with it, without measuring again;
-    a sweep without the fields (or with a shift beyond its limit) is not reused."""
+class BaoAround(torch.nn.Module):
+    """BAO-network stand-in around a CAM network (``cam_net``), whose maps it returns."""
+
+    def __init__(self, cam_net: torch.nn.Module):
+        super().__init__()
+        self.cam_net, self.normalization, self.feature_geometry = cam_net, cam_net.normalization, cam_net.feature_geometry
+
+    def forward(self, images, labels=None, refine=False):
+        return self.cam_net(images, labels, refine)
+
+
+def _tagged(value: float) -> ShiftedSquareNet:
+    net = ShiftedSquareNet()
+    net.register_buffer("tag", torch.tensor([value]))  # networks with different weights
+    return net
+
+
+@pytest.mark.parametrize("distinct", [False, True], ids=["frozen CAM network", "retrained CAM network"])
+def test_the_pseudo_label_pass_sweeps_the_cam_network_and_measures_each_alignment_once(tmp_path, monkeypatch, distinct):
+    """BAO's pass also sweeps the CAM network and saves its labels at one t. Around the same frozen
+    CAM network its CAMs come from BAO's own pass and the alignment is measured once for both; a
+    retrained one runs its own pass, each network measured on its own. Either way the sweep is the
+    one the CAM network alone gives (``threshold_sweep``)."""
     from bao.config import PseudoLabelConfig
     from bao.data.manifest import read_manifest
     from bao.infer import pipeline
@@ -77,19 +96,20 @@ def test_the_pseudo_label_stage_reuses_the_sweeps_calibration_for_the_same_cam_n
 
     label_offsets(tmp_path, (75, 101), (64,), "geometric")  # prepares the square dataset
     manifest = read_manifest(tmp_path / "prepared_75x101")
-    cfg = PseudoLabelConfig(scales=(64, 96), flip=True, thresholds=(0.5,), align="calibrated")
+    cfg = PseudoLabelConfig(scales=(64, 96), flip=True, thresholds=(0.3, 0.5, 0.7), align="calibrated")
+    alone = pipeline.threshold_sweep(_tagged(1.0), manifest, cfg, torch.device("cpu"), runtime=BATCHES_OF_TWO)
     measured = []
     real_calibrate = pipeline.calibrate_shift
     monkeypatch.setattr(pipeline, "calibrate_shift", lambda *a, **kw: measured.append(1) or real_calibrate(*a, **kw))
-    sweep = pipeline.threshold_sweep(ShiftedSquareNet(), manifest, cfg, torch.device("cpu"), runtime=BATCHES_OF_TWO)
-    assert len(measured) == 1 and sweep["alignment"]["mode"] == "calibrated"
-    bao_net = ShiftedSquareNet()
-    assert pipeline.reuse_alignment(bao_net, sweep["alignment"], cfg)
-    out = tmp_path / "labels"
-    out.mkdir()
-    results, _ = pipeline.bao_pseudo_labels(bao_net, manifest, cfg, CRF_OFF, device=torch.device("cpu"), out_dir=out, runtime=BATCHES_OF_TWO)
-    assert len(measured) == 1 and results["alignment"] == sweep["alignment"]
-    old = {key: value for key, value in sweep["alignment"].items() if key != "limit_px"}
-    beyond = {**sweep["alignment"], "cell_shift_px": 40.0}
-    assert not pipeline.reuse_alignment(ShiftedSquareNet(), old, cfg) and not pipeline.reuse_alignment(ShiftedSquareNet(), beyond, cfg)
-    assert not pipeline.reuse_alignment(ShiftedSquareNet(), sweep["alignment"], cfg.model_copy(update={"scales": (96, 128)}))
+    cam_net = _tagged(1.0)
+    bao_net = BaoAround(_tagged(0.0) if distinct else cam_net)
+    out, labels_out = tmp_path / "bao", tmp_path / "threshold"
+    out.mkdir(), labels_out.mkdir()
+    results = pipeline.bao_pseudo_labels(bao_net, manifest, cfg, CRF_OFF, device=torch.device("cpu"), out_dir=out, runtime=BATCHES_OF_TWO,
+                                         cam_net=cam_net, sweep=True, threshold_labels_out=labels_out, label_threshold=0.5)
+    assert len(measured) == (2 if distinct else 1)
+    assert results["alignment"] == results["sweep"]["alignment"] == alone["alignment"]
+    assert results["sweep"] == alone
+    assert sorted(path.name for path in labels_out.glob("*.png")) == sorted(path.name for path in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    with pytest.raises(ValueError, match="needs the CAM network"):
+        pipeline.bao_pseudo_labels(bao_net, manifest, cfg, CRF_OFF, device=torch.device("cpu"), out_dir=out, sweep=True)

@@ -20,7 +20,7 @@ from pipeline_utils import make_repo_copy, run
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALL = {"prepare", "train_cam", "train_bao", "threshold_baseline", "pseudo_label", "train_seg", "evaluate"}
+ALL = {"prepare", "train_cam", "train_bao", "pseudo_label", "train_seg", "evaluate"}
 METRICS = {  # what each metrics file holds, key order as the stages write it
     "metrics/pseudo_label.json": {"pseudo_miou_bao": 0.5, "baseline_best_miou": 0.4, "bao_per_class_iou": {"background": 0.9}},
     "metrics/evaluate.json": {"val_miou": 0.3, "pseudo_label_miou": 0.5},
@@ -81,9 +81,9 @@ def _changed(repo: Path) -> set[str]:
     # which labels DeepLab learns from: DeepLab and the evaluation that scores those labels
     (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("labels: bao", "labels: threshold")),
      {"train_seg", "evaluate"}),
-    # the t of the threshold labels: the stage that writes them, and DeepLab (it lists the key)
+    # the t of the threshold labels: the stage that writes them (beside BAO's), and DeepLab (it lists the key)
     (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("threshold: 0.5", "threshold: 0.4")),
-     {"threshold_baseline", "train_seg"}),
+     {"pseudo_label", "train_seg"}),
     # the scale val images are segmented at: the evaluation only, DeepLab is not retrained
     (lambda repo: (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("eval_resize: train", "eval_resize: native")),
      {"evaluate"}),

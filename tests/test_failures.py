@@ -546,11 +546,10 @@ def _snapshot(repo: Path, *paths: str) -> dict[str, bytes]:
     return {str(file.relative_to(repo)): file.read_bytes() for file in files if file.is_file()}
 
 
-def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_repo, monkeypatch, one_thread):
+def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_repo, tmp_path, monkeypatch, one_thread):
     """A crash half-way through writing the PNGs (disk full, say) changes none of the stage's outputs."""
     import bao.infer.pipeline
     import stages.pseudo_label
-    import stages.threshold_baseline
     from bao.models import create_bao_net
     from pipeline_utils import stage_argv
 
@@ -560,12 +559,22 @@ def test_failed_pseudo_label_stage_leaves_previous_pngs_metrics_and_plot(tiny_re
     torch.manual_seed(0)
     save_model("models/cam.pt", create_cam_net(params.model, 3), {"classes": classes})
     save_model("models/bao.pt", create_bao_net(params.model, 3), {"classes": classes})
-    stages.threshold_baseline.main(stage_argv(tiny_repo, "threshold_baseline"))
     argv = stage_argv(tiny_repo, "pseudo_label")
     stages.pseudo_label.main(argv)
-    outputs = ("results/pseudo_labels", "metrics/pseudo_label.json", "plots/threshold_sweep.csv", "plots/per_class_iou", "results/gallery.png")
+    outputs = ("results/pseudo_labels", "results/threshold_labels", "results/threshold_sweep.json", "plots/per_image_best_t.csv",
+               "metrics/pseudo_label.json", "plots/threshold_sweep.csv", "plots/per_class_iou", "results/gallery.png")
     before = _snapshot(tiny_repo, *outputs)
     assert len([name for name in before if name.startswith("results/pseudo_labels/")]) == 32
+    assert len([name for name in before if name.startswith("results/threshold_labels/")]) == 32
+    # the baseline alone (python -m bao.sweep, no BAO network) gives the sweep and labels the stage wrote beside BAO's
+    import bao.sweep
+    alone = tmp_path / "alone"
+    bao.sweep.main(["--prepared", "data/prepared", "--cam-model", "models/cam.pt", "--sweep", str(alone / "sweep.json"),
+                    "--per-image-plot", str(alone / "best_t.csv"), "--labels", str(alone / "labels")])
+    assert (alone / "sweep.json").read_bytes() == before["results/threshold_sweep.json"]
+    assert (alone / "best_t.csv").read_bytes() == before["plots/per_image_best_t.csv"]
+    assert {f"results/threshold_labels/{path.name}": path.read_bytes() for path in (alone / "labels").iterdir()} == {
+        name: data for name, data in before.items() if name.startswith("results/threshold_labels/")}
 
     real_save, calls = bao.infer.pipeline.save_mask, []
 

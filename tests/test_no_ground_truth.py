@@ -54,10 +54,10 @@ def test_pseudo_labels_are_written_without_ground_truth(manifest, tmp_path: Path
     torch.manual_seed(0)
     crf = CrfConfig(enabled=False, iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3,
                     bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
-    scores, gallery = bao_pseudo_labels(create_bao_net(MODEL, manifest.num_classes), manifest, CFG, crf=crf, device=torch.device("cpu"), out_dir=tmp_path)
+    scores = bao_pseudo_labels(create_bao_net(MODEL, manifest.num_classes), manifest, CFG, crf=crf, device=torch.device("cpu"), out_dir=tmp_path)
     alignment = scores.pop("alignment")  # measured without masks, so there is one
     assert alignment["mode"] == "calibrated" and alignment["images"] == len(manifest.split("train"))
-    assert scores == {"bao": None, "bao_crf": None, "diagnosis": None} and gallery == {}
+    assert scores == {"bao": None, "bao_crf": None, "diagnosis": None, "sweep": None}
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(manifest.split("train")["image_id"])
     assert score_predictions(manifest, "train", tmp_path) is None
 

@@ -53,13 +53,6 @@ class Calibration:
             "mirror_disagreement": self.disagreement, "mirror_disagreement_traced": self.disagreement_traced, "limit_px": self.limit,
         }
 
-    @classmethod
-    def from_summary(cls, summary: dict) -> Calibration:
-        """The calibration a metrics file's ``alignment`` (``summary()``) records."""
-        return cls(shift=float(summary["cell_shift_px"]), disagreement=float(summary["mirror_disagreement"]),
-                   disagreement_traced=float(summary["mirror_disagreement_traced"]), scale=int(summary["scale"]),
-                   images=int(summary["images"]), limit=float(summary["limit_px"]))
-
 
 def shifted_geometry(traced: GeometryFn, shift: float, *, axes: tuple[int, ...] = (0, 1)) -> GeometryFn:
     """``traced`` with its cell centres moved by ``shift`` input pixels along ``axes`` (0 = y, 1 = x)."""

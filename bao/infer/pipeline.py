@@ -1,6 +1,9 @@
-"""Stage 4 work: the CAM threshold sweep (an oracle baseline) and BAO's threshold-free pseudo-labels.
+"""Stage 4 work: BAO's threshold-free pseudo-labels and, in the same pass, the CAM threshold sweep
+(an oracle baseline) with the CAM labels at one t.
 
-Both stream the training images through DataLoader workers (decoding), run ``runtime.inference_batch_size``
+A BAO network trained around the frozen CAM network (``bao.cam_lr: 0``) computes that network's
+CAMs on its way to the background map, so one forward pass per scale serves both; otherwise the CAM
+network runs its own pass beside BAO's. Both stream the training images through DataLoader workers (decoding), run ``runtime.inference_batch_size``
 images per forward pass on the device, and hand each image's output (PNG writing, scoring
 against its mask) to a small bounded thread pool, so neither the device nor memory waits on the
 disk. Under ``torchrun`` each process takes a shard of the images and the confusion matrices are summed.
@@ -9,7 +12,6 @@ disk. Under ``torchrun`` each process takes a shard of the images and the confus
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,8 @@ from bao.data.manifest import Manifest
 from bao.data.palette import read_mask, save_mask
 from bao.data.transforms import eval_transform
 from bao.infer.align import GeometryFn
-from bao.infer.calibrate import Calibration, calibrate_shift, calibration_scale
-from bao.infer.crf import refine_in_workers
+from bao.infer.calibrate import calibrate_shift, calibration_scale
+from bao.infer.crf import crf_refine, refine_in_workers
 from bao.infer.diagnose import Diagnosis
 from bao.infer.per_image import PerImageBestT, farthest_from
 from bao.infer.predict import collate_full_size, iterate_multiscale, map_forward, shard_dataset
@@ -74,20 +76,11 @@ def alignment(
     return "geometric", calibration.geometry(model.feature_geometry), calibration.summary()
 
 
-def reuse_alignment(model: nn.Module, summary: dict | None, cfg: PseudoLabelConfig) -> bool:
-    """Give ``model`` the calibration ``summary`` records (``threshold_sweep``'s ``alignment``), for a
-    model whose maps are those of the network it was measured on (a BAO network around the frozen
-    CAM network), so the stage does not measure it again. False when it does not apply."""
-    if cfg.align != "calibrated" or not summary or summary.get("mode") != "calibrated" or summary.get("scale") != calibration_scale(cfg.scales):
-        return False
-    try:
-        calibration = Calibration.from_summary(summary)
-    except (KeyError, TypeError, ValueError):  # a sweep written before a field existed: measure again
-        return False
-    if not (math.isfinite(calibration.shift) and abs(calibration.shift) <= calibration.limit):
-        return False
-    model.__dict__.setdefault("_calibrations", {})[(calibration.scale, calibration.images)] = calibration
-    return True
+def share_alignment(source: nn.Module, target: nn.Module) -> None:
+    """Let ``target`` use the calibrations measured on ``source`` (and add to them): for a BAO
+    network around the frozen CAM network ``source``, whose CAMs are that network's, so the shift
+    is measured once."""
+    target.__dict__["_calibrations"] = source.__dict__.setdefault("_calibrations", {})
 
 
 def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, *, device: torch.device, cfg: PseudoLabelConfig, with_am: bool, desc: str,
@@ -122,18 +115,13 @@ def _save_and_score(name: str, path: Path, prediction: np.ndarray, gt_path: Path
     return _score(name, gt_path, [prediction], num_classes)
 
 
+def _save(path: Path, prediction: np.ndarray) -> tuple[str, None]:
+    save_mask(path, prediction)
+    return "saved", None
+
+
 def _diagnose(diagnosis: Diagnosis, gt_path: Path, prediction: np.ndarray, parts: dict) -> tuple[str, dict]:
     return "diagnosis", diagnosis.score(read_mask(gt_path), prediction, parts)
-
-
-def _add_counts(matrices: dict[str, list[ConfusionMatrix]], results: list[tuple[str, np.ndarray | None]], diagnosis: Diagnosis | None = None) -> None:
-    for name, counts in results:
-        if name == "diagnosis":
-            if counts is not None:
-                diagnosis.add(counts)
-        elif counts is not None:
-            for matrix, matrix_counts in zip(matrices[name], counts):
-                matrix.add(matrix_counts)
 
 
 def _all_reduce(matrices: dict[str, list[ConfusionMatrix]]) -> None:
@@ -154,67 +142,99 @@ def _no_sweep(cfg: PseudoLabelConfig) -> dict:
     return {"ground_truth_available": False, "curve": curve, "best_threshold": None, "best": None, "per_image_best_t": None}
 
 
+class SweepCounts:
+    """The CAM baseline, image by image: its labels at every swept t scored against the mask (one
+    confusion matrix per t, and each image's own best t), and with ``labels_out`` its labels at
+    ``label_threshold`` saved as palette PNGs (e.g. for DeepLab trained on the threshold labels)."""
+
+    def __init__(self, dataset: ImageLabelDataset, cfg: PseudoLabelConfig, *, labels_out: Path | None = None, label_threshold: float = 0.5):
+        self.dataset, self.cfg = dataset, cfg
+        self.labels_out, self.label_threshold = labels_out, label_threshold
+        self.k = dataset.manifest.num_classes + 1
+        self.matrices = [ConfusionMatrix(self.k) for _ in cfg.thresholds]
+        self.per_image = PerImageBestT(cfg.thresholds, self.k)
+
+    def submit(self, pool: BoundedPool, index: int, cams: torch.Tensor, labels: torch.Tensor) -> list:
+        """Queue one image's output work; returns the finished results ``collect`` takes."""
+        normalized = max_normalized_cams(cams, labels)
+        done = []
+        if self.labels_out is not None:
+            label = threshold_pseudo_labels(normalized, [self.label_threshold])[0]
+            done += pool.submit(_save, Path(self.labels_out) / f"{self.dataset.image_id(index)}.png", label)
+        gt_path = _gt_path(self.dataset, index)
+        if gt_path is not None:
+            done += pool.submit(self._score, index, gt_path, threshold_pseudo_labels(normalized, self.cfg.thresholds))
+        return done
+
+    def _score(self, index: int, gt_path: Path, predictions: list[np.ndarray]) -> tuple[str, tuple[int, np.ndarray]]:
+        return "sweep", (index, _score("sweep", gt_path, predictions, self.k)[1])
+
+    def add(self, index: int, counts: np.ndarray) -> None:
+        """One image's (T, K, K) counts: every t's matrix, and the image's own best t."""
+        for matrix, matrix_counts in zip(self.matrices, counts):
+            matrix.add(matrix_counts)
+        self.per_image.add(counts, index)
+
+    def result(self, alignment_summary: dict) -> dict:
+        """The sweep (the stage's JSON): the curve, the oracle best t (chosen with ground truth) and
+        the per-image best t, ``per_image_best_t["by_image"]`` by image id; every mIoU None when no
+        training image has a mask."""
+        if not (self.dataset.manifest.split("train")["mask_path"] != "").any():
+            return _no_sweep(self.cfg)
+        for matrix in self.matrices:
+            matrix.all_reduce()
+        self.per_image.all_reduce()
+        if not any(matrix.counted for matrix in self.matrices):
+            raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
+        names = class_names_with_background(self.dataset.manifest)
+        results = [matrix.compute(names) for matrix in self.matrices]
+        curve = [{"threshold": round(t, 6), **{key: r[key] for key in CURVE_SCORES}} for t, r in zip(self.cfg.thresholds, results)]
+        best = int(np.nanargmax([point["miou"] for point in curve]))
+        summary = self.per_image.summary(names)
+        if summary is not None:
+            summary["by_image"] = {self.dataset.image_id(i): t for i, t in self.per_image.by_index().items()}
+        return {
+            "ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best],
+            "per_image_best_t": summary, "alignment": alignment_summary,
+        }
+
+
+def _collector(matrices: dict[str, list[ConfusionMatrix]], diagnosis: Diagnosis | None = None, sweep: SweepCounts | None = None):
+    """Folds the output threads' results, each (name, payload), into what they count."""
+
+    def collect(results: list[tuple[str, object]]) -> None:
+        for name, payload in results:
+            if payload is None:  # a saved label, or an image without a mask
+                continue
+            if name == "diagnosis":
+                diagnosis.add(payload)
+            elif name == "sweep":
+                sweep.add(*payload)
+            else:
+                for matrix, counts in zip(matrices[name], payload):
+                    matrix.add(counts)
+
+    return collect
+
+
 def threshold_sweep(
     cam_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, device: torch.device, *, runtime: RuntimeConfig | None = None,
     labels_out: Path | None = None, label_threshold: float = 0.5,
 ) -> dict:
-    """mIoU of CAM pseudo-labels at each t; the best t is chosen with ground truth (an oracle).
-
-    With ``labels_out``, the CAM pseudo-labels at ``label_threshold`` of every training image are
-    saved there too (palette PNGs, e.g. for DeepLab trained on the threshold baseline's labels).
-    ``per_image_best_t["by_image"]`` gives each scored image's own best t by image id.
-    Without any training mask there is nothing to score: every mIoU is None and
-    ``ground_truth_available`` is False (no inference is run for nothing, unless labels are wanted)."""
-    has_masks = bool((manifest.split("train")["mask_path"] != "").any())
-    if not has_masks and labels_out is None:
+    """The CAM baseline alone (a CAM network without a BAO network): ``SweepCounts``' result over
+    its own pass. Without any training mask and no labels wanted, no inference is run for nothing."""
+    if not (manifest.split("train")["mask_path"] != "").any() and labels_out is None:
         return _no_sweep(cfg)
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
-    k = manifest.num_classes + 1
-    matrices = {"sweep": [ConfusionMatrix(k) for _ in cfg.thresholds]}
-    per_image = PerImageBestT(cfg.thresholds, k)
-
-    def score(index: int, gt_path: Path, predictions: list[np.ndarray]) -> tuple[int, tuple[str, np.ndarray | None]]:
-        return index, _score("sweep", gt_path, predictions, k)
-
-    def add(results: list) -> None:
-        for result in results:
-            if result is None:  # a saved label
-                continue
-            index, (name, counts) = result
-            if counts is not None:  # each image's (T, K, K) counts: its own best t
-                _add_counts(matrices, [(name, counts)])
-                per_image.add(counts, index)
-
+    sweep = SweepCounts(dataset, cfg, labels_out=labels_out, label_threshold=label_threshold)
+    collect = _collector({}, sweep=sweep)
     maps_iter = _multiscale(cam_net, dataset, loader, device=device, cfg=cfg, with_am=False, desc="threshold sweep", runtime=runtime)
     with BoundedPool(OUTPUT_THREADS) as pool:
         for index, maps, labels in maps_iter:
-            gt_path = _gt_path(dataset, index)
-            normalized = max_normalized_cams(maps["cams"], labels)
-            if labels_out is not None:
-                label = threshold_pseudo_labels(normalized, [label_threshold])[0]
-                add(pool.submit(save_mask, Path(labels_out) / f"{dataset.image_id(index)}.png", label))
-            if gt_path is not None:
-                add(pool.submit(score, index, gt_path, threshold_pseudo_labels(normalized, cfg.thresholds)))
-        add(pool.drain())
-    if not has_masks:
-        return _no_sweep(cfg)
-    alignment_summary = alignment(cam_net, dataset, device=device, cfg=cfg, runtime=runtime)[2]
-    _all_reduce(matrices)
-    per_image.all_reduce()
-    if not any(matrix.counted for matrix in matrices["sweep"]):
-        raise ValueError("threshold sweep: no training image has a ground-truth mask to evaluate against")
-    names = class_names_with_background(manifest)
-    results = [matrix.compute(names) for matrix in matrices["sweep"]]
-    curve = [{"threshold": round(t, 6), **{key: r[key] for key in CURVE_SCORES}} for t, r in zip(cfg.thresholds, results)]
-    best = int(np.nanargmax([point["miou"] for point in curve]))
-    summary = per_image.summary(names)
-    if summary is not None:
-        summary["by_image"] = {dataset.image_id(i): t for i, t in per_image.by_index().items()}
-    return {
-        "ground_truth_available": True, "curve": curve, "best_threshold": curve[best]["threshold"], "best": results[best],
-        "per_image_best_t": summary, "alignment": alignment_summary,
-    }
+            collect(sweep.submit(pool, index, maps["cams"], labels))
+        collect(pool.drain())
+    return sweep.result(alignment(cam_net, dataset, device=device, cfg=cfg, runtime=runtime)[2])
 
 
 def view_count(cfg: PseudoLabelConfig) -> int:
@@ -246,6 +266,11 @@ def gallery_indices(manifest: Manifest, sweep: dict, count: int) -> list[int] | 
     return farthest_from(best_t, sweep["best_threshold"], count)
 
 
+def _present_classes(labels: torch.Tensor) -> list[int]:
+    """Label values (1..K) of the classes an image contains."""
+    return (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
+
+
 def bao_pseudo_labels(
     bao_net: nn.Module,
     manifest: Manifest,
@@ -254,34 +279,43 @@ def bao_pseudo_labels(
     *,
     device: torch.device,
     out_dir: Path,
-    gallery_size: int = 0,
-    gallery_indices: list[int] | None = None,
     runtime: RuntimeConfig | None = None,
     cam_net: nn.Module | None = None,
-) -> tuple[dict, dict[int, dict]]:
+    sweep: bool = False,
+    threshold_labels_out: Path | None = None,
+    label_threshold: float = 0.5,
+) -> dict:
     """Write one palette PNG per training image (CRF-refined when ``crf.enabled``).
 
-    Returns metrics ``{"bao": ..., "bao_crf": ..., "diagnosis": ...}`` (None where no mask, no CRF
-    or ``pseudo_label.diagnose`` off) and, for the images ``gallery_indices`` (default: the first
-    ``gallery_size``; of this process's shard), their BAO label, background score map and CRF label.
+    Returns metrics ``{"bao": ..., "bao_crf": ..., "diagnosis": ..., "alignment": ..., "sweep": ...}``
+    (None where no mask, no CRF, ``pseudo_label.diagnose`` off or no sweep asked for).
     ``cam_net``: the CAM network, for the diagnosis's BAO background with the CAM network's CAMs
-    (run only when its weights differ from the BAO network's own CAM network)."""
-    wanted = None if gallery_indices is None else set(gallery_indices)
+    and for the threshold baseline: with ``sweep`` its labels swept over t (``SweepCounts``), with
+    ``threshold_labels_out`` its labels at ``label_threshold`` saved there. When the BAO network
+    holds it unchanged, its CAMs come from BAO's own pass (and its alignment is measured once for
+    both); otherwise it runs its own pass beside BAO's."""
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
     k = manifest.num_classes + 1
+    has_masks = bool((manifest.split("train")["mask_path"] != "").any())
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
-    gallery: dict[int, dict] = {}
+    baseline = None
+    if sweep or threshold_labels_out is not None:
+        if cam_net is None:
+            raise ValueError("bao_pseudo_labels: the threshold baseline needs the CAM network (cam_net)")
+        baseline = SweepCounts(dataset, cfg, labels_out=threshold_labels_out, label_threshold=label_threshold)
+    diagnosis = Diagnosis(k, cfg.thresholds, max_shift=cfg.shift_max, shift_step=cfg.shift_step, with_cam_net=cam_net is not None) \
+        if cfg.diagnose and has_masks else None
+    distinct = cam_net is not None and not same_weights(cam_net, bao_net.cam_net)
+    if cam_net is not None and not distinct:
+        alignment(cam_net, dataset, device=device, cfg=cfg, runtime=runtime)  # measured on the CAM network, as a sweep of its own would
+        share_alignment(cam_net, bao_net)
     maps_iter = _multiscale(bao_net, dataset, loader, device=device, cfg=cfg, with_am=True, desc="BAO pseudo-labels", runtime=runtime)
-    diagnosis, cam_iter = None, None
-    if cfg.diagnose and (manifest.split("train")["mask_path"] != "").any():
-        distinct = cam_net is not None and not same_weights(cam_net, bao_net.cam_net)
-        diagnosis = Diagnosis(k, cfg.thresholds, max_shift=cfg.shift_max, shift_step=cfg.shift_step, with_cam_net=cam_net is not None)
-        if distinct:
-            cam_iter = _multiscale(cam_net, dataset, _train_images(manifest, cfg, runtime)[1], device=device, cfg=cfg, with_am=False, desc="CAM network (diagnosis)",
-                                   runtime=runtime)
-
-    collect = lambda results: _add_counts(matrices, results, diagnosis)  # noqa: E731
+    cam_iter = None
+    if distinct and (diagnosis is not None or baseline is not None):
+        cam_iter = _multiscale(cam_net, dataset, _train_images(manifest, cfg, runtime)[1], device=device, cfg=cfg, with_am=False,
+                               desc="CAM network", runtime=runtime)
+    collect = _collector(matrices, diagnosis, baseline)
 
     with BoundedPool(OUTPUT_THREADS) as pool:
 
@@ -289,22 +323,20 @@ def bao_pseudo_labels(
             for index, maps, labels in maps_iter:
                 scores = label_scores(maps, labels, cfg)
                 prediction = scores_to_labels(scores)
-                if (index in wanted) if wanted is not None else len(gallery) < gallery_size:
-                    gallery[index] = {"bao": prediction, "background": scores[0].cpu().numpy()}
-                if diagnosis is not None:
-                    cam_net_cams = maps["cams"] if cam_net is not None else None
-                    if cam_iter is not None:
-                        cam_index, cam_maps, _ = next(cam_iter)
-                        assert cam_index == index, "the diagnosis's two passes must visit the images in the same order"
-                        cam_net_cams = cam_maps["cams"]
-                    gt_path = _gt_path(dataset, index)
-                    if gt_path is not None:
-                        parts = diagnosis.labellings_of(
-                            maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams, views=view_count(cfg), background=cfg.background
-                        )
-                        collect(pool.submit(_diagnose, diagnosis, gt_path, prediction, parts))
-                present = (torch.nonzero(labels.cpu()).flatten() + 1).tolist()
-                yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, present
+                cam_net_cams = maps["cams"] if cam_net is not None else None
+                if cam_iter is not None:
+                    cam_index, cam_maps, _ = next(cam_iter)
+                    assert cam_index == index, "the two passes must visit the images in the same order"
+                    cam_net_cams = cam_maps["cams"]
+                if baseline is not None:
+                    collect(baseline.submit(pool, index, cam_net_cams, labels))
+                gt_path = _gt_path(dataset, index)
+                if diagnosis is not None and gt_path is not None:
+                    parts = diagnosis.labellings_of(
+                        maps, labels, bao_scores_map=scores, cam_net_cams=cam_net_cams, views=view_count(cfg), background=cfg.background
+                    )
+                    collect(pool.submit(_diagnose, diagnosis, gt_path, prediction, parts))
+                yield index, dataset.manifest.resolve(dataset.rows.at[index, "image_path"]), prediction, _present_classes(labels)
 
         if crf.enabled:
             def scored_jobs():  # BAO's own labels are scored too, then the CRF's are saved
@@ -315,8 +347,6 @@ def bao_pseudo_labels(
             for index, final in refine_in_workers(scored_jobs(), crf, runtime.crf_workers):
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
                 collect(pool.submit(_save_and_score, "bao_crf", path, final, _gt_path(dataset, index), num_classes=k))
-                if index in gallery:
-                    gallery[index]["bao_crf"] = final
         else:
             for index, _, prediction, _ in jobs():
                 path = Path(out_dir) / f"{dataset.image_id(index)}.png"
@@ -329,7 +359,30 @@ def bao_pseudo_labels(
         diagnosis.all_reduce()
     results["diagnosis"] = diagnosis.summary(names) if diagnosis is not None else None
     results["alignment"] = alignment(bao_net, dataset, device=device, cfg=cfg, runtime=runtime, with_am=True)[2]
-    return results, gallery
+    results["sweep"] = baseline.result(alignment(cam_net, dataset, device=device, cfg=cfg, runtime=runtime)[2]) if sweep else None
+    return results
+
+
+def _subset_loader(dataset: ImageLabelDataset, indices) -> torch.utils.data.DataLoader:
+    return make_loader(Subset(dataset, list(indices)), 1, shuffle=False, num_workers=0, seed=0, collate_fn=collate_full_size)  # a few gallery images
+
+
+def bao_gallery(
+    bao_net: nn.Module, manifest: Manifest, cfg: PseudoLabelConfig, crf: CrfConfig, *, device: torch.device, indices, runtime: RuntimeConfig | None = None
+) -> dict[int, dict]:
+    """BAO's label, background score map (and CRF label) of a few training images, by dataset
+    index: a second pass over just these, so the pass over every image keeps no maps, and the
+    images can be picked with the sweep that pass computes."""
+    dataset = ImageLabelDataset(manifest, "train")
+    rows = {}
+    for index, maps, labels in _multiscale(bao_net, dataset, _subset_loader(dataset, indices), device=device, cfg=cfg, with_am=True,
+                                           desc="BAO gallery", runtime=runtime or RuntimeConfig()):
+        scores = label_scores(maps, labels, cfg)
+        rows[index] = {"bao": scores_to_labels(scores), "background": scores[0].cpu().numpy()}
+        if crf.enabled:
+            image = load_image(manifest.resolve(dataset.rows.at[index, "image_path"]))
+            rows[index]["bao_crf"] = crf_refine(image, rows[index]["bao"], _present_classes(labels), crf)
+    return rows
 
 
 def baseline_labels(
@@ -338,9 +391,8 @@ def baseline_labels(
     """The CAM baseline's pseudo-labels at one t for a few training images (for the gallery), with
     the stage's runtime settings (AMP, channels_last) so they match what the sweep scored."""
     dataset = ImageLabelDataset(manifest, "train")
-    loader = make_loader(Subset(dataset, list(indices)), 1, shuffle=False, num_workers=0, seed=0, collate_fn=collate_full_size)  # a few gallery images
     labels_by_index = {}
-    for index, maps, labels in _multiscale(cam_net, dataset, loader, device=device, cfg=cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
+    for index, maps, labels in _multiscale(cam_net, dataset, _subset_loader(dataset, indices), device=device, cfg=cfg, with_am=False, desc="baseline gallery", runtime=runtime or RuntimeConfig()):
         labels_by_index[index] = threshold_pseudo_labels(max_normalized_cams(maps["cams"], labels), [threshold])[0]
     return labels_by_index
 

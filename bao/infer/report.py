@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 
@@ -110,3 +112,15 @@ def per_class_rows(result: dict | None, class_names: list[str]) -> list[dict]:
     """One row per class (background first) for the per-class IoU bars; an unseen class is empty."""
     per_class = result["per_class_iou"] if result is not None else {}
     return [{"class": name, "iou": per_class.get(name)} for name in class_names]
+
+
+def log_sweep(sweep: dict) -> None:
+    """The sweep's headline in the log: the oracle best t and how much the images' own best t vary."""
+    log = logging.getLogger("bao")
+    if sweep["best"] is None:
+        log.warning("no training image has a ground-truth mask: the sweep has no mIoU to report")
+        return
+    log.info("baseline: best t=%.2f mIoU=%.4f (oracle: t chosen with ground truth)", sweep["best_threshold"], sweep["best"]["miou"])
+    per_image = sweep["per_image_best_t"]
+    log.info("per-image best t: mean %.3f std %.3f p10 %.2f p90 %.2f; per-image oracle mIoU %.4f",
+             per_image["mean"], per_image["std"], per_image["p10"], per_image["p90"], per_image["oracle_miou"])
