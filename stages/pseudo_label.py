@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             bao_rows = bao_gallery(bao_net, manifest, params.pseudo_label, params.crf, device=device, indices=shown, runtime=runtime)
             oracle = sweep["best_threshold"] is not None  # no training masks: no oracle t, show the middle one
             gallery_t = sweep["best_threshold"] if oracle else GALLERY_T_WITHOUT_MASKS
-            rows = gallery_rows(cam_net, manifest, params.pseudo_label, device, bao={i: bao_rows[i] for i in shown}, threshold=gallery_t,
+            rows = gallery_rows(cam_net, manifest, params.pseudo_label, device, bao=bao_rows, threshold=gallery_t,
                                 runtime=runtime, sweep=sweep)
             save_gallery(gallery_png, rows, gallery_t, oracle)
             write_csv(per_image_plot, per_image_plot_rows(sweep))

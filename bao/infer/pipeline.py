@@ -93,6 +93,11 @@ def _multiscale(model: nn.Module, dataset: ImageLabelDataset, loader, *, device:
     )
 
 
+def _has_train_masks(manifest: Manifest) -> bool:
+    """Whether any training image has a ground-truth mask to score against."""
+    return bool((manifest.split("train")["mask_path"] != "").any())
+
+
 def _gt_path(dataset: ImageLabelDataset, index: int) -> Path | None:
     stored = dataset.rows.at[index, "mask_path"]
     return dataset.manifest.resolve(stored) if stored else None
@@ -179,7 +184,7 @@ class SweepCounts:
         """The sweep (the stage's JSON): the curve, the oracle best t (chosen with ground truth) and
         the per-image best t, ``per_image_best_t["by_image"]`` by image id; every mIoU None when no
         training image has a mask."""
-        if not (self.dataset.manifest.split("train")["mask_path"] != "").any():
+        if not _has_train_masks(self.dataset.manifest):
             return _no_sweep(self.cfg)
         for matrix in self.matrices:
             matrix.all_reduce()
@@ -223,7 +228,7 @@ def threshold_sweep(
 ) -> dict:
     """The CAM baseline alone (a CAM network without a BAO network): ``SweepCounts``' result over
     its own pass. Without any training mask and no labels wanted, no inference is run for nothing."""
-    if not (manifest.split("train")["mask_path"] != "").any() and labels_out is None:
+    if not _has_train_masks(manifest) and labels_out is None:
         return _no_sweep(cfg)
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
@@ -297,7 +302,6 @@ def bao_pseudo_labels(
     runtime = runtime or RuntimeConfig()
     dataset, loader = _train_images(manifest, cfg, runtime)
     k = manifest.num_classes + 1
-    has_masks = bool((manifest.split("train")["mask_path"] != "").any())
     matrices = {"bao": [ConfusionMatrix(k)], "bao_crf": [ConfusionMatrix(k)]}
     baseline = None
     if sweep or threshold_labels_out is not None:
@@ -305,7 +309,7 @@ def bao_pseudo_labels(
             raise ValueError("bao_pseudo_labels: the threshold baseline needs the CAM network (cam_net)")
         baseline = SweepCounts(dataset, cfg, labels_out=threshold_labels_out, label_threshold=label_threshold)
     diagnosis = Diagnosis(k, cfg.thresholds, max_shift=cfg.shift_max, shift_step=cfg.shift_step, with_cam_net=cam_net is not None) \
-        if cfg.diagnose and has_masks else None
+        if cfg.diagnose and _has_train_masks(manifest) else None
     distinct = cam_net is not None and not same_weights(cam_net, bao_net.cam_net)
     if cam_net is not None and not distinct:
         alignment(cam_net, dataset, device=device, cfg=cfg, runtime=runtime)  # measured on the CAM network, as a sweep of its own would
